@@ -1,0 +1,25 @@
+"""daclip: DA-CLIP universal image restoration for 🤗 diffusers and ComfyUI.
+
+Imported two ways: as the installed package `daclip`, and by ComfyUI from the cloned folder under a
+name of its own choosing. Everything inside uses relative imports so both work.
+"""
+from .pipelines.daclip.modeling_daclip import DEGRADATIONS, DACLIPModel
+from .pipelines.daclip.unet_daclip import DACLIPUNet2DModel
+from .schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
+from .utils import CheckpointError
+
+# ComfyUI looks for these two names in the package it imports.
+from .daclip_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEGRADATIONS",
+    "DACLIPModel",
+    "DACLIPUNet2DModel",
+    "IRSDEScheduler",
+    "IRSDEPosteriorScheduler",
+    "CheckpointError",
+    "NODE_CLASS_MAPPINGS",
+    "NODE_DISPLAY_NAME_MAPPINGS",
+]

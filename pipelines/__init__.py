@@ -1,0 +1,2 @@
+from .daclip.modeling_daclip import DEGRADATIONS, DACLIPModel
+from .daclip.unet_daclip import DACLIPUNet2DModel

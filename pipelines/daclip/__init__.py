@@ -1,0 +1,2 @@
+from .modeling_daclip import DEGRADATIONS, DACLIPModel
+from .unet_daclip import DACLIPUNet2DModel

@@ -1,0 +1,1 @@
+from .scheduling_irsde import IRSDEPosteriorScheduler, IRSDEScheduler

@@ -1,0 +1,29 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# CI lays the project's shared folder beside the checkout; DACLIP_SHARED overrides.
+SHARED = Path(os.environ.get("DACLIP_SHARED", REPO_ROOT.parent / "shared"))
+PARITY = SHARED / "parity"
+WEIGHTS = PARITY / "weights"
+TESTDATA = SHARED / "testdata"
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The authors' outputs on the tiny fixtures, as a dict of numpy arrays."""
+    with np.load(PARITY / "reference_tiny.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="session")
+def parity_dir():
+    return PARITY
+
+
+@pytest.fixture(scope="session")
+def weights_dir():
+    return WEIGHTS
