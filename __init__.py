@@ -5,6 +5,8 @@ name of its own choosing. Everything inside uses relative imports so both work.
 """
 from .pipelines.daclip.modeling_daclip import DEGRADATIONS, DACLIPModel
 from .pipelines.daclip.unet_daclip import DACLIPUNet2DModel
+from .pipelines.daclip.pipeline_daclip import DACLIPPipeline, DACLIPPipelineOutput
+from .pipelines.daclip.hub import download_original_checkpoints
 from .schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
 from .utils import CheckpointError
 
@@ -15,6 +17,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEGRADATIONS",
+    "DACLIPPipeline",
+    "DACLIPPipelineOutput",
+    "download_original_checkpoints",
     "DACLIPModel",
     "DACLIPUNet2DModel",
     "IRSDEScheduler",

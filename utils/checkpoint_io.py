@@ -33,7 +33,8 @@ def load_torch_checkpoint(path: str | os.PathLike) -> Any:
             f"{path}: refused to load: the file contains Python objects other than tensors and plain "
             f"containers, and loading it could run code. Only weight files are accepted. ({error})"
         ) from None
-    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, UnicodeDecodeError) as error:
+    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, UnicodeDecodeError, KeyError) as error:
+        # KeyError: what torch raises for some non-checkpoint files (e.g. text renamed to .pt).
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another format): {error}"
         ) from None

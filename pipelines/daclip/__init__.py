@@ -1,2 +1,3 @@
 from .modeling_daclip import DEGRADATIONS, DACLIPModel
 from .unet_daclip import DACLIPUNet2DModel
+from .pipeline_daclip import DACLIPPipeline, DACLIPPipelineOutput

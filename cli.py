@@ -1,0 +1,328 @@
+"""The `daclip` command: restore, detect and convert from the shell.
+
+Exit codes: 0 all done; 1 some inputs failed (the others were written); 2 bad arguments or no inputs;
+3 the model could not be loaded; 130 interrupted (Ctrl-C; no partial file is left behind).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+EXAMPLES = """\
+examples:
+  daclip restore photo.jpg -o restored/ --daclip daclip_ViT-B-32.pt --unet universal-ir.pth
+  daclip restore photos/ -o restored/ --model daclip-uir --steps 50 --seed 0
+  daclip restore rainy.png -o out/ --model daclip-uir --degradation rainy
+  daclip detect photos/ --model daclip-uir --json
+  daclip convert --daclip daclip_ViT-B-32.pt --unet universal-ir.pth -o daclip-uir
+"""
+
+
+class UsageError(Exception):
+    """A mistake in the command line; reported without a traceback, exit code 2."""
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model (a pipeline folder or Hub id, or the authors' released files)")
+    group.add_argument("--model", help="a folder written by `daclip convert`/save_pretrained, or a Hub id")
+    group.add_argument("--daclip", help="the authors' DA-CLIP file, e.g. daclip_ViT-B-32.pt")
+    group.add_argument("--unet", help="the authors' restoration UNet file, e.g. universal-ir.pth")
+    group.add_argument(
+        "--daclip-config",
+        help="open_clip config JSON, only for DA-CLIP files whose shapes do not reveal the architecture",
+    )
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, mps ...")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daclip",
+        description="DA-CLIP universal image restoration: detect what is wrong with a photo and restore it.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    restore = commands.add_parser(
+        "restore",
+        help="restore images (files or folders) into an output folder",
+        description="Restore images. Each INPUT is an image file or a folder of images; results are written "
+        "as PNG into OUTDIR under the input's name. Inputs are never overwritten; existing outputs only "
+        "with --overwrite. Files are written atomically: an interrupted run leaves no partial file.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    restore.add_argument("inputs", nargs="+", metavar="INPUT")
+    restore.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR")
+    _add_model_arguments(restore)
+    restore.add_argument("--steps", type=int, default=100, help="sampling steps, 1..100 (default 100, the authors')")
+    restore.add_argument(
+        "--sampler",
+        default="posterior",
+        choices=["posterior", "sde", "ode"],
+        help="posterior: the authors' default; sde: reverse SDE (Euler-Maruyama); ode: probability-flow ODE",
+    )
+    restore.add_argument("--seed", type=int, default=0, help="random seed (each image uses this seed; default 0)")
+    restore.add_argument(
+        "--degradation",
+        default="auto",
+        help="auto: detect it; or a label (hazy, rainy, ...) or any text to steer what is removed",
+    )
+    restore.add_argument("--recursive", action="store_true", help="also look into subfolders of folder inputs")
+    restore.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    detect = commands.add_parser(
+        "detect",
+        help="print the degradation DA-CLIP sees in each image",
+        description="Detect the degradation of each image: a table, or JSON with --json.",
+    )
+    detect.add_argument("inputs", nargs="+", metavar="INPUT")
+    _add_model_arguments(detect)
+    detect.add_argument("--labels", help="comma-separated labels to choose from (default: the 10 DA-CLIP labels)")
+    detect.add_argument("--recursive", action="store_true")
+    detect.add_argument("--json", action="store_true", help="print JSON: one object per image with all probabilities")
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert the authors' released files into a diffusers pipeline folder",
+        description="Write a pipeline folder (safetensors) that `DACLIPPipeline.from_pretrained` and "
+        "`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` load.",
+    )
+    convert.add_argument("--daclip", required=True)
+    convert.add_argument("--unet", required=True)
+    convert.add_argument("--daclip-config")
+    convert.add_argument("-o", "--output-dir", required=True)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inputs and outputs
+# ----------------------------------------------------------------------------------------------------
+def collect_images(inputs: Sequence[str], recursive: bool = False) -> List[Path]:
+    paths: List[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            paths.extend(sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise UsageError(f"{item}: no such file or folder")
+    if not paths:
+        raise UsageError("no images found in the given inputs")
+    return paths
+
+
+def output_paths(inputs: Sequence[Path], output_dir: Path) -> List[Path]:
+    """`<stem>.png` in the output folder; inputs sharing a stem get `_2`, `_3`, ... so none is lost."""
+    taken, result = set(), []
+    for path in inputs:
+        candidate, counter = output_dir / f"{path.stem}.png", 1
+        while candidate in taken:
+            counter += 1
+            candidate = output_dir / f"{path.stem}_{counter}.png"
+        taken.add(candidate)
+        result.append(candidate)
+    return result
+
+
+def open_image(path: Path):
+    import PIL.Image
+    import PIL.ImageOps
+
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()
+            return PIL.ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read the image ({error})") from None
+
+
+def save_atomically(image, path: Path) -> None:
+    """Write next to the target and rename: the target is either absent or complete, never partial."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.part", dir=path.parent)
+    os.close(handle)
+    try:
+        image.save(temporary, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------
+def _resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_pipeline(args):
+    import torch
+
+    from .pipelines.daclip.pipeline_daclip import DACLIPPipeline
+
+    dtype = getattr(torch, args.dtype)
+    if args.model and (args.daclip or args.unet):
+        raise UsageError("give either --model or --daclip/--unet, not both")
+    if args.model:
+        pipe = DACLIPPipeline.from_pretrained(args.model)
+    elif args.daclip and args.unet:
+        pipe = DACLIPPipeline.from_original_checkpoints(args.daclip, args.unet, daclip_config=args.daclip_config)
+    else:
+        raise UsageError("no model: give --model FOLDER_OR_HUB_ID, or both --daclip FILE.pt and --unet FILE.pth")
+    return pipe.to(device=_resolve_device(args.device), dtype=dtype)
+
+
+def load_daclip(args):
+    import torch
+
+    from .pipelines.daclip.modeling_daclip import DACLIPModel
+
+    if args.model and os.path.isdir(args.model):
+        model = DACLIPModel.from_pretrained(args.model, subfolder="daclip")
+    elif args.model:
+        from .pipelines.daclip.pipeline_daclip import DACLIPPipeline
+
+        model = DACLIPPipeline.from_pretrained(args.model).daclip
+    elif args.daclip:
+        model = DACLIPModel.from_original_checkpoint(args.daclip, config=args.daclip_config)
+    else:
+        raise UsageError("no model: give --model FOLDER_OR_HUB_ID, or --daclip FILE.pt")
+    return model.to(device=_resolve_device(args.device), dtype=getattr(torch, args.dtype))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------------
+def run_restore(args) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from .pipelines.daclip.pipeline_daclip import scheduler_for_sampler
+
+    if not 1 <= args.steps <= 100:
+        raise UsageError(f"--steps must be from 1 to 100, got {args.steps}")
+    inputs = collect_images(args.inputs, args.recursive)
+    output_dir = Path(args.output_dir)
+    outputs = output_paths(inputs, output_dir)
+    input_set = {path.resolve() for path in inputs}
+    for target in outputs:
+        if target.resolve() in input_set:
+            raise UsageError(f"{target} is one of the inputs; choose another output folder")
+    pipe = _load_or_exit(load_pipeline, args)
+    pipe.scheduler = scheduler_for_sampler(args.sampler, pipe.scheduler.config)
+    pipe.set_progress_bar_config(leave=False, desc="sampling")
+    degradation = None if args.degradation == "auto" else args.degradation
+
+    failures = 0
+    for source, target in tqdm(list(zip(inputs, outputs)), desc="images", unit="image"):
+        if target.exists() and not args.overwrite:
+            print(f"skipped {source}: {target} exists (use --overwrite to replace it)", file=sys.stderr)
+            failures += 1
+            continue
+        try:
+            image = open_image(source)
+            generator = torch.Generator().manual_seed(args.seed)
+            result = pipe(image, num_inference_steps=args.steps, generator=generator, degradation=degradation)
+            save_atomically(result.images[0], target)
+            tqdm.write(f"{source} -> {target} ({result.degradations[0]})")
+        except (ValueError, TypeError, OSError) as error:
+            print(f"failed {source}: {error}", file=sys.stderr)
+            failures += 1
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def run_detect(args) -> int:
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
+    inputs = collect_images(args.inputs, args.recursive)
+    model = _load_or_exit(load_daclip, args)
+    records, failures = [], 0
+    for path in inputs:
+        try:
+            prediction = model.detect_degradation(open_image(path), labels=labels)[0]
+        except (ValueError, TypeError, OSError) as error:
+            print(f"failed {path}: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        records.append(
+            {"image": str(path), "degradation": prediction.label, "probability": prediction.probability,
+             "probabilities": prediction.probabilities}
+        )
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        width = max([len(record["image"]) for record in records] + [5])
+        print(f"{'image':<{width}}  {'degradation':<16} probability")
+        for record in records:
+            print(f"{record['image']:<{width}}  {record['degradation']:<16} {record['probability']:.3f}")
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def run_convert(args) -> int:
+    from .pipelines.daclip.pipeline_daclip import DACLIPPipeline
+
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise UsageError(f"{output_dir} exists and is not empty; choose a new folder")
+    pipe = _load_or_exit(
+        lambda a: DACLIPPipeline.from_original_checkpoints(a.daclip, a.unet, daclip_config=a.daclip_config), args
+    )
+    pipe.save_pretrained(output_dir)
+    print(f"wrote {output_dir}")
+    return EXIT_OK
+
+
+class _ModelLoadFailed(Exception):
+    pass
+
+
+def _load_or_exit(loader, args):
+    from .utils import CheckpointError
+
+    try:
+        return loader(args)
+    except UsageError:
+        raise
+    except (CheckpointError, ValueError, OSError) as error:
+        raise _ModelLoadFailed(str(error)) from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    handlers = {"restore": run_restore, "detect": run_detect, "convert": run_convert}
+    try:
+        return handlers[args.command](args)
+    except UsageError as error:
+        print(f"daclip {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except _ModelLoadFailed as error:
+        print(f"daclip {args.command}: cannot load the model: {error}", file=sys.stderr)
+        return EXIT_MODEL
+    except KeyboardInterrupt:
+        print("interrupted; files already written are complete, none is partial", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

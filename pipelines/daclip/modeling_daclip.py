@@ -1,0 +1,526 @@
+"""`DACLIPModel`: DA-CLIP (Luo et al., ICLR 2024), an open_clip CLIP plus a degradation-aware controller.
+
+The controller is a copy of the CLIP image encoder with its own weights. After each of its blocks, a
+zero-initialised `Linear(W, W)` maps the block output to a control signal `z_i`; the controller's own
+stream is not changed by it. The frozen CLIP image encoder then runs on the same image and adds the
+control signals into its residual stream, in reverse order (see `_run_vision_tower`). The controller's
+pooled output is the **degradation embedding**; the controlled CLIP's is the **content embedding** (what
+the clean image would embed as).
+
+Parameter names are the authors' (`clip.*`, `visual_control.transformer.transformer.resblocks.N.*`,
+`visual_control.transformer.zero_modules.N.*`, `logit_scale`), so their checkpoints load with one change:
+the duplicated `visual.*` image tower is dropped (see `convert_original.convert_daclip_state_dict`).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.model import CLIP
+from open_clip.tokenizer import tokenize as open_clip_tokenize
+from torch import nn
+from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
+
+from ...utils import CheckpointError, load_torch_checkpoint
+from ...utils.model_loading import OwnedWeightsMixin
+
+# The labels the released DA-CLIPs were trained on, in the authors' order ("uncompleted" = inpainting).
+DEGRADATIONS = [
+    "motion-blurry",
+    "hazy",
+    "jpeg-compressed",
+    "low-light",
+    "noisy",
+    "raindrop",
+    "rainy",
+    "shadowed",
+    "snowy",
+    "uncompleted",
+]
+
+# The authors' README classifies with a literal 100, not with either learned logit scale.
+DEGRADATION_LOGIT_SCALE = 100.0
+
+# open_clip's ViT-B/32 sizes: the released universal-ir DA-CLIP (`daclip_ViT-B-32.json`).
+_DEFAULT_EMBED_DIM = 512
+_DEFAULT_VISION_CFG = {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32}
+_DEFAULT_TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}
+
+ImageInput = Union[PIL.Image.Image, np.ndarray, torch.Tensor]
+
+
+@dataclass
+class DACLIPOutput(BaseOutput):
+    """
+    Args:
+        content_embeds (`torch.Tensor` `[B, embed_dim]`): the controlled CLIP image features, unnormalised
+            (the authors' `encode_image(image, control=True)[0]`; with `control=False`, plain CLIP features).
+        degradation_embeds (`torch.Tensor` `[B, embed_dim]`): the controller's image features, unnormalised
+            (`encode_image(image, control=True)[1]`); None without control.
+        text_embeds (`torch.Tensor` `[N, embed_dim]`): CLIP text features of `input_ids`, unnormalised.
+        controller_hidden_states (`tuple` of `torch.Tensor` `[B, tokens, width]`): with
+            `output_hidden_states=True`, the control signals `z_i = zero_modules[i](controller block i output)`,
+            in controller order (block 0 first), batch first.
+    """
+
+    content_embeds: Optional[torch.Tensor] = None
+    degradation_embeds: Optional[torch.Tensor] = None
+    text_embeds: Optional[torch.Tensor] = None
+    controller_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+
+
+@dataclass
+class DegradationPrediction:
+    """The most likely degradation of one image, its probability, and the probability of every label."""
+
+    label: str
+    probability: float
+    probabilities: Dict[str, float]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Preprocessing: the authors' CLIP view
+# ---------------------------------------------------------------------------------------------------
+def _array_to_pil(array: np.ndarray) -> PIL.Image.Image:
+    """One HWC (or HW) array → an RGB PIL image. Float data is taken as [0, 1] and rounded to uint8."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"expected an image of shape [H, W], [H, W, C] (numpy) or [C, H, W] (torch) with C in 1, 3, 4; got {array.shape}"
+        )
+    if array.shape[2] == 4:
+        array = array[:, :, :3]  # alpha is dropped, not composited, as PIL's RGBA→RGB conversion does
+    if array.dtype == np.uint8:
+        pass
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError("the image contains NaN or infinite values.")
+        if array.size and array.max() > 2.0:
+            raise ValueError(
+                f"float images must hold values in [0, 1]; this one reaches {array.max():.1f} (0..255 data? pass uint8)."
+            )
+        # The authors' app gets uint8 images and does `(img / 255. * 255).astype(uint8)` in float64,
+        # which gives the uint8 values back exactly. A float image that was once uint8 / 255 (ComfyUI,
+        # torchvision) is often float32, where truncation would lose a level; rounding restores it.
+        array = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    else:
+        raise TypeError(f"images must be uint8 or float in [0, 1], not {array.dtype}.")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return PIL.Image.fromarray(np.ascontiguousarray(array))
+
+
+def _to_pil_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[PIL.Image.Image]:
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError("no images given.")
+        return [pil for image in images for pil in _to_pil_images(image)]
+    if isinstance(images, PIL.Image.Image):
+        # Grayscale, palette, CMYK, ... → RGB; an alpha channel is dropped (not composited).
+        return [images if images.mode == "RGB" else images.convert("RGB")]
+    if isinstance(images, torch.Tensor):
+        tensor = images.detach().cpu()
+        if tensor.ndim == 3:
+            tensor = tensor[None]
+        if tensor.ndim != 4 or tensor.shape[1] not in (1, 3, 4):
+            raise ValueError(f"torch images must be [C, H, W] or [B, C, H, W] with C in 1, 3, 4; got {tuple(images.shape)}.")
+        if tensor.is_floating_point():
+            tensor = tensor.float()
+        return [_array_to_pil(array) for array in tensor.permute(0, 2, 3, 1).numpy()]
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            return [_array_to_pil(array) for array in images]
+        return [_array_to_pil(images)]
+    raise TypeError(
+        f"unsupported image type {type(images).__name__}: give a PIL image, a numpy [H, W, C] array, a torch "
+        "[C, H, W] / [B, C, H, W] tensor in [0, 1], or a list of these."
+    )
+
+
+def clip_image_transform(image_size: int = 224) -> Compose:
+    """The authors' CLIP view (app.py `clip_transform`): bicubic short-side resize (PIL, antialiased), centre
+    crop, `ToTensor`, OpenAI mean/std."""
+    return Compose(
+        [
+            Resize(image_size, interpolation=InterpolationMode.BICUBIC),
+            CenterCrop(image_size),
+            ToTensor(),
+            Normalize(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD),
+        ]
+    )
+
+
+def preprocess_images(images: Union[ImageInput, Sequence[ImageInput]], image_size: int = 224) -> torch.Tensor:
+    """Images → `pixel_values` `[B, 3, image_size, image_size]` float32, the authors' CLIP view of each.
+
+    Accepts a PIL image, a numpy `[H, W, C]` (or `[B, H, W, C]`, or `[H, W]`) array, uint8 or float in [0, 1],
+    a torch `[C, H, W]` or `[B, C, H, W]` tensor (float in [0, 1] or uint8), or a list of these. Float
+    images are rounded to uint8 (see `_array_to_pil`); alpha channels are dropped; grayscale is repeated.
+    """
+    transform = clip_image_transform(image_size)
+    return torch.stack([transform(image) for image in _to_pil_images(images)]).float()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------
+class ControlTransformer(nn.Module):
+    """The controller's transformer: the copied blocks, plus one zero-initialised `Linear(W, W)` per block.
+
+    Named as the authors' module (`transformer.resblocks.N`, `zero_modules.N`). Its forward lives in
+    `DACLIPModel._run_vision_tower`, which needs the main tower and the controller side by side.
+    """
+
+    def __init__(self, transformer: nn.Module):
+        super().__init__()
+        self.transformer = transformer
+        width = transformer.width
+        self.zero_modules = nn.ModuleList([nn.Linear(width, width) for _ in transformer.resblocks])
+        with torch.no_grad():
+            for module in self.zero_modules:
+                module.weight.zero_()
+                module.bias.zero_()
+
+    @property
+    def resblocks(self) -> nn.ModuleList:
+        return self.transformer.resblocks
+
+    @property
+    def batch_first(self) -> bool:
+        return getattr(self.transformer, "batch_first", False)
+
+
+def _check_tower_configs(vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any]) -> None:
+    if vision_cfg.get("timm_model_name") or isinstance(vision_cfg.get("layers"), (list, tuple)):
+        raise ValueError("DA-CLIP needs an open_clip ViT image tower (not a timm model or a ModifiedResNet).")
+    if text_cfg.get("hf_model_name"):
+        raise ValueError("DA-CLIP needs open_clip's own text transformer (not a Hugging Face text model).")
+
+
+class DACLIPModel(OwnedWeightsMixin, ModelMixin, ConfigMixin):
+    r"""
+    DA-CLIP: an open_clip CLIP whose image encoder is steered by a controller (a trained copy of it).
+
+    Args:
+        embed_dim (`int`): size of the CLIP embeddings (512 for ViT-B/32, 768 for ViT-L/14).
+        vision_cfg (`dict`): open_clip `CLIPVisionCfg` fields of the image tower (a ViT).
+        text_cfg (`dict`): open_clip `CLIPTextCfg` fields of the text tower.
+        quick_gelu (`bool`): QuickGELU instead of exact GELU; False for every DA-CLIP.
+        degradations (`list` of `str`): the labels `detect_degradation` chooses from by default.
+
+    ```py
+    >>> model = DACLIPModel.from_original_checkpoint("daclip_ViT-B-32.pt")
+    >>> content_embeds, degradation_embeds = model.encode_image(model.preprocess(image))
+    >>> model.detect_degradation(image)[0].label
+    'hazy'
+    ```
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        embed_dim: int = _DEFAULT_EMBED_DIM,
+        vision_cfg: Optional[Dict[str, Any]] = None,
+        text_cfg: Optional[Dict[str, Any]] = None,
+        quick_gelu: bool = False,
+        degradations: Optional[List[str]] = None,
+    ):
+        super().__init__()
+        vision_cfg = dict(_DEFAULT_VISION_CFG if vision_cfg is None else vision_cfg)
+        text_cfg = dict(_DEFAULT_TEXT_CFG if text_cfg is None else text_cfg)
+        _check_tower_configs(vision_cfg, text_cfg)
+        degradations = _check_labels(DEGRADATIONS if degradations is None else degradations)
+        self.register_to_config(vision_cfg=vision_cfg, text_cfg=text_cfg, degradations=list(degradations))
+
+        self.clip = CLIP(embed_dim, vision_cfg, text_cfg, quick_gelu=quick_gelu)
+        # The controller starts as a copy of the CLIP image tower (the authors' `initial_controller`).
+        self.visual_control = copy.deepcopy(self.clip.visual)
+        self.visual_control.transformer = ControlTransformer(self.visual_control.transformer)
+        # DA-CLIP's own logit scale (trained with the controller); the CLIP keeps `clip.logit_scale`.
+        self.logit_scale = nn.Parameter(self.clip.logit_scale.detach().clone())
+
+        self.gradient_checkpointing = False
+        self._text_embeds_cache: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+
+    # -- loading ----------------------------------------------------------------------------------
+    @classmethod
+    def from_original_checkpoint(
+        cls, path: Union[str, os.PathLike], config: Optional[Union[Dict[str, Any], str, os.PathLike]] = None
+    ) -> "DACLIPModel":
+        """Load the authors' DA-CLIP file (`daclip_ViT-B-32.pt`, `wild-daclip_ViT-L-14.pt`, ...) unchanged.
+
+        The file may be a training checkpoint (`state_dict` beside `epoch`/`name`/`optimizer`/`scaler`, which
+        are ignored) or a bare state dict, with or without a DDP `module.` prefix. The architecture is read
+        from the tensor shapes (attention heads = width / 64, as in every released model); `config` (an
+        open_clip model config dict, or the path of its JSON) is needed only for other head widths. Every key
+        must match: a wrong, partial or unsafe file raises `CheckpointError`. Tensors are loaded as float32.
+        """
+        from .convert_original import (
+            check_daclip_state_dict,
+            convert_daclip_state_dict,
+            infer_daclip_config,
+            load_open_clip_config,
+        )
+
+        source = os.fspath(path)
+        state_dict = convert_daclip_state_dict(load_torch_checkpoint(path), source)
+        model_kwargs = load_open_clip_config(config) if config is not None else infer_daclip_config(state_dict, source)
+        model = cls._build_empty(**model_kwargs)
+        check_daclip_state_dict({key: value.shape for key, value in model.state_dict().items()}, state_dict, source)
+        # The authors load into a float32 model, which casts any other float dtype on copy.
+        state_dict = {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
+        model.load_state_dict(state_dict, strict=True, assign=True)
+        return model.eval()
+
+    @classmethod
+    def _build_empty(cls, **kwargs) -> "DACLIPModel":
+        """The model with parameters on the meta device (real buffers), to be filled by `load_state_dict(assign=True)`."""
+        try:
+            from accelerate import init_empty_weights
+        except ImportError:  # pragma: no cover - accelerate is a dependency; this only costs memory and time
+            return cls(**kwargs)
+        with init_empty_weights(include_buffers=False):
+            return cls(**kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._text_embeds_cache.clear()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None):
+        if gradient_checkpointing_func is None:
+            super()._set_gradient_checkpointing(enable=enable)
+        else:
+            super()._set_gradient_checkpointing(enable=enable, gradient_checkpointing_func=gradient_checkpointing_func)
+        self.clip.transformer.grad_checkpointing = enable  # open_clip's own flag for the text tower
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(
+        self,
+        pixel_values: Optional[torch.Tensor] = None,
+        input_ids: Optional[torch.Tensor] = None,
+        control: bool = True,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ) -> Union[DACLIPOutput, tuple]:
+        r"""
+        Args:
+            pixel_values (`torch.Tensor` `[B, 3, S, S]`): images as given by `preprocess`.
+            input_ids (`torch.Tensor` `[N, context_length]`): token ids as given by `tokenize`.
+            control (`bool`): run the controller; False gives the plain CLIP image features and no
+                degradation embeddings.
+            output_hidden_states (`bool`): also return the controller's control signals `z_i`.
+            return_dict (`bool`): a `DACLIPOutput`, or the tuple `(content_embeds, degradation_embeds,
+                text_embeds)` (entries None where not computed), plus the control signals if asked for.
+
+        All conditioning goes through `forward`, so diffusers' offload hooks (which wrap `forward`) see it.
+        """
+        if pixel_values is None and input_ids is None:
+            raise ValueError("give `pixel_values`, `input_ids`, or both.")
+        content_embeds = degradation_embeds = text_embeds = hidden_states = None
+        if pixel_values is not None:
+            if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+                raise ValueError(f"pixel_values must be [B, 3, S, S] (see `preprocess`); got {tuple(pixel_values.shape)}.")
+            pixel_values = pixel_values.to(dtype=self.clip.visual.positional_embedding.dtype)
+            control_signals = None
+            if control:
+                degradation_embeds, control_signals = self._run_vision_tower(self.visual_control, pixel_values)
+            content_embeds, _ = self._run_vision_tower(self.clip.visual, pixel_values, control_signals=control_signals)
+            if output_hidden_states and control_signals is not None:
+                batch_first = self.visual_control.transformer.batch_first
+                hidden_states = tuple(z if batch_first else z.transpose(0, 1) for z in control_signals)
+        if input_ids is not None:
+            text_embeds = self.clip.encode_text(input_ids.long())
+
+        if not return_dict:
+            output = (content_embeds, degradation_embeds, text_embeds)
+            return output + (hidden_states,) if output_hidden_states else output
+        return DACLIPOutput(
+            content_embeds=content_embeds,
+            degradation_embeds=degradation_embeds,
+            text_embeds=text_embeds,
+            controller_hidden_states=hidden_states,
+        )
+
+    def _run_block(self, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(block, hidden)
+        return block(hidden)
+
+    def _run_vision_tower(
+        self, tower: nn.Module, pixel_values: torch.Tensor, control_signals: Optional[List[torch.Tensor]] = None
+    ) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
+        """One ViT pass → (pooled, projected features; control signals if `tower` is the controller).
+
+        For the controller, `z_i = zero_modules[i](block_i output)` is collected and its own stream is left
+        alone. For the main tower, `control_signals` are added in REVERSE order: after main block j comes
+        `z_{L-1-j}` (the authors' `x += control.pop()`; block 0 gets the deepest controller output), also
+        after the last block, before `ln_post`.
+        """
+        is_controller = isinstance(tower.transformer, ControlTransformer)
+        blocks = tower.transformer.resblocks
+        batch_first = getattr(tower.transformer, "batch_first", False)
+        if control_signals is not None and len(control_signals) != len(blocks):
+            raise ValueError(f"{len(control_signals)} control signals for {len(blocks)} blocks.")
+
+        hidden = _embed_patches(tower, pixel_values)  # [B, tokens, W]
+        if not batch_first:
+            hidden = hidden.transpose(0, 1)
+        collected = [] if is_controller else None
+        pending = list(control_signals) if control_signals is not None else None
+        for index, block in enumerate(blocks):
+            hidden = self._run_block(block, hidden)
+            if is_controller:
+                collected.append(tower.transformer.zero_modules[index](hidden))
+            if pending is not None:
+                hidden = hidden + pending.pop()
+        if not batch_first:
+            hidden = hidden.transpose(0, 1)
+        return _pool_features(tower, hidden), collected
+
+    # -- the public conveniences; all of them go through `forward` ---------------------------------
+    def encode_image(
+        self, pixel_values: torch.Tensor, control: bool = True
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """`pixel_values` → `(content_embeds, degradation_embeds)`, each `[B, embed_dim]`, unnormalised: the
+        authors' `encode_image(image, control=True)`. With `control=False`: `(plain CLIP features, None)`."""
+        output = self(pixel_values=pixel_values, control=control)
+        return output.content_embeds, output.degradation_embeds
+
+    def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`input_ids` `[N, context_length]` → text embeddings `[N, embed_dim]`, unnormalised."""
+        return self(input_ids=input_ids).text_embeds
+
+    def tokenize(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
+        """Texts → `[N, context_length]` int64 token ids (open_clip's CLIP BPE: SOT, ids, EOT, zero padding;
+        truncated to the context length with EOT kept last). Works offline."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return open_clip_tokenize(texts, context_length=int(self.config.text_cfg.get("context_length", 77)))
+
+    @property
+    def image_size(self) -> int:
+        size = self.config.vision_cfg.get("image_size", 224)
+        if isinstance(size, (list, tuple)):
+            if len(set(size)) != 1:
+                raise NotImplementedError(f"preprocessing for a non-square image size {size} is not supported.")
+            size = size[0]
+        return int(size)
+
+    def preprocess(self, images: Union[ImageInput, Sequence[ImageInput]]) -> torch.Tensor:
+        """Images → `pixel_values` `[B, 3, S, S]` float32 on the CPU (S = the vision tower's image size):
+        the authors' CLIP view. See `preprocess_images` for the accepted inputs."""
+        return preprocess_images(images, self.image_size)
+
+    @torch.no_grad()
+    def detect_degradation(
+        self, images: Union[ImageInput, Sequence[ImageInput]], labels: Optional[Sequence[str]] = None
+    ) -> List[DegradationPrediction]:
+        """Per image, the most likely degradation among `labels` (default: `config.degradations`), by
+        `softmax(100 · normalize(degradation_embeds) · normalize(text_embeds)ᵀ)` as in the authors' README."""
+        labels = self._resolve_labels(labels)
+        pixel_values = self.preprocess(images).to(device=self.device)
+        degradation_embeds = self(pixel_values=pixel_values).degradation_embeds
+        return self.classify_degradation_embeds(degradation_embeds, labels)
+
+    @torch.no_grad()
+    def classify_degradation_embeds(
+        self, degradation_embeds: torch.Tensor, labels: Optional[Sequence[str]] = None
+    ) -> List[DegradationPrediction]:
+        """Degradation embeddings `[B, embed_dim]` (from `forward`) → one `DegradationPrediction` per row."""
+        labels = self._resolve_labels(labels)
+        probabilities = self.degradation_logits(degradation_embeds, labels).softmax(dim=-1).cpu()
+        predictions = []
+        for row in probabilities:
+            best = int(row.argmax())
+            predictions.append(
+                DegradationPrediction(
+                    label=labels[best],
+                    probability=float(row[best]),
+                    probabilities={label: float(value) for label, value in zip(labels, row)},
+                )
+            )
+        return predictions
+
+    def degradation_logits(
+        self, degradation_embeds: torch.Tensor, labels: Optional[Sequence[str]] = None
+    ) -> torch.Tensor:
+        """`100 · normalize(degradation_embeds) · normalize(text_embeds(labels))ᵀ`, `[B, len(labels)]` float32."""
+        labels = self._resolve_labels(labels)
+        text_embeds = self._label_text_embeds(labels).to(device=degradation_embeds.device)
+        degradation = F.normalize(degradation_embeds.float(), dim=-1)
+        return (DEGRADATION_LOGIT_SCALE * degradation) @ F.normalize(text_embeds, dim=-1).T
+
+    def _resolve_labels(self, labels: Optional[Sequence[str]]) -> Tuple[str, ...]:
+        if labels is None:
+            labels = self.config.degradations or DEGRADATIONS
+        return _check_labels(labels)
+
+    def _label_text_embeds(self, labels: Tuple[str, ...]) -> torch.Tensor:
+        """float32 text embeddings of `labels`, cached in eval mode per device and dtype (the text tower is
+        frozen in DA-CLIP; `load_state_dict` clears the cache)."""
+        key = (labels, str(self.device), self.dtype)
+        cached = self._text_embeds_cache.get(key)
+        if cached is not None:
+            return cached
+        with torch.no_grad():
+            text_embeds = self(input_ids=self.tokenize(list(labels)).to(self.device)).text_embeds.float()
+        if not self.training:
+            self._text_embeds_cache[key] = text_embeds
+            while len(self._text_embeds_cache) > 8:
+                self._text_embeds_cache.popitem(last=False)
+        return text_embeds
+
+
+def _check_labels(labels: Any) -> Tuple[str, ...]:
+    if isinstance(labels, str):
+        raise ValueError(f"labels must be a list of strings, not the single string {labels!r} (write [{labels!r}]).")
+    try:
+        labels = tuple(labels)
+    except TypeError:
+        raise ValueError(f"labels must be a list of strings, not {type(labels).__name__}.") from None
+    if not labels:
+        raise ValueError("labels is empty: give at least one degradation label.")
+    not_strings = [label for label in labels if not isinstance(label, str)]
+    if not_strings:
+        raise ValueError(f"labels must be strings; got {not_strings[:3]!r}.")
+    blank = [label for label in labels if not label.strip()]
+    if blank:
+        raise ValueError("labels must not be empty or blank strings.")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate labels: {', '.join(duplicates)}.")
+    return labels
+
+
+def _embed_patches(tower: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """conv1 → patch tokens, class token prepended, positional embedding, `ln_pre`: `[B, tokens, W]`."""
+    if hasattr(tower, "_embeds"):  # open_clip ≥ 2.26: also handles its config variants
+        return tower._embeds(pixel_values)
+    hidden = tower.conv1(pixel_values)
+    hidden = hidden.reshape(hidden.shape[0], hidden.shape[1], -1).permute(0, 2, 1)
+    class_token = tower.class_embedding.to(hidden.dtype).view(1, 1, -1).expand(hidden.shape[0], -1, -1)
+    hidden = torch.cat([class_token, hidden], dim=1) + tower.positional_embedding.to(hidden.dtype)
+    return tower.ln_pre(tower.patch_dropout(hidden))
+
+
+def _pool_features(tower: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """`ln_post` of the class token, then `@ proj` (for the released models; open_clip's variants via `_pool`)."""
+    if hasattr(tower, "_pool"):
+        pooled, _ = tower._pool(hidden)
+    else:
+        pooled = tower.ln_post(hidden[:, 0])
+    return pooled @ tower.proj if tower.proj is not None else pooled

@@ -1,0 +1,425 @@
+"""`DACLIPPipeline`: degraded image → DA-CLIP embeddings → IR-SDE sampling → restored image.
+
+The one sampling loop of the project lives in `DACLIPPipeline.__call__`; the ComfyUI nodes and the
+command line call it rather than copying it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import BaseOutput
+
+from ...schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
+from .hub import download_original_checkpoints, download_pipeline_folder, is_remote_code_layout, write_remote_code_layout
+from .image_processing import ImageInput, postprocess, to_rgb_tensors
+from .modeling_daclip import DACLIPModel
+from .unet_daclip import DACLIPUNet2DModel
+
+GeneratorInput = Union[torch.Generator, List[torch.Generator], None]
+DegradationInput = Union[None, str, Sequence[str], torch.Tensor]
+
+
+@dataclass
+class DACLIPPipelineOutput(BaseOutput):
+    """
+    Args:
+        images: restored images: a list of PIL images, a numpy array `[B, H, W, 3]`, or a tensor `[B, 3, H, W]`
+            (a list of arrays/tensors when the inputs had different sizes), values in [0, 1].
+        degradations: per image, the detected degradation label, or the text the caller gave (None when the
+            caller gave an embedding).
+        degradation_probabilities: per image, the probability of the detected label (None when not detected).
+    """
+
+    images: Union[List[PIL.Image.Image], np.ndarray, torch.Tensor, list]
+    degradations: List[Optional[str]]
+    degradation_probabilities: List[Optional[float]]
+
+
+class DACLIPPipeline(DiffusionPipeline):
+    r"""
+    Universal image restoration with DA-CLIP and an IR-SDE (Luo et al., ICLR 2024).
+
+    Components:
+        daclip ([`DACLIPModel`]): gives the degradation and clean-content embeddings of the degraded image.
+        unet ([`DACLIPUNet2DModel`]): predicts the noise of the IR-SDE, conditioned on both embeddings.
+        scheduler ([`IRSDEPosteriorScheduler`] or [`IRSDEScheduler`]): walks from `degraded + noise` to the
+            restored image.
+
+    ```py
+    >>> pipe = DACLIPPipeline.from_original_checkpoints("daclip_ViT-B-32.pt", "universal-ir.pth")
+    >>> out = pipe(PIL.Image.open("hazy.jpg"), generator=torch.Generator().manual_seed(0))
+    >>> out.images[0].save("restored.png"); out.degradations
+    ['hazy']
+    ```
+    """
+
+    model_cpu_offload_seq = "daclip->unet"
+    _callback_tensor_inputs = ["latents", "mu"]
+
+    def __init__(
+        self,
+        daclip: DACLIPModel,
+        unet: DACLIPUNet2DModel,
+        scheduler: Union[IRSDEPosteriorScheduler, IRSDEScheduler],
+    ):
+        super().__init__()
+        self.register_modules(daclip=daclip, unet=unet, scheduler=scheduler)
+
+    # ------------------------------------------------------------------------------------------------
+    # Loading
+    # ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_original_checkpoints(
+        cls,
+        daclip_path: Union[str, os.PathLike],
+        unet_path: Union[str, os.PathLike],
+        daclip_config: Optional[Union[dict, str, os.PathLike]] = None,
+        scheduler: Optional[Union[IRSDEPosteriorScheduler, IRSDEScheduler]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> "DACLIPPipeline":
+        """Build the pipeline from the authors' released files (e.g. `daclip_ViT-B-32.pt` + `universal-ir.pth`).
+
+        `daclip_config` is an open_clip model config, only for DA-CLIP files whose architecture the tensor
+        shapes cannot reveal. The scheduler defaults to the authors' test settings (posterior sampling,
+        T = 100, cosine schedule, max_sigma 50, eps 0.005), which they use for universal-ir and wild-ir alike.
+        """
+        daclip = DACLIPModel.from_original_checkpoint(daclip_path, config=daclip_config)
+        unet = DACLIPUNet2DModel.from_original_checkpoint(unet_path)
+        check_components_match(daclip, unet, daclip_path, unet_path)
+        pipe = cls(daclip=daclip, unet=unet, scheduler=scheduler or IRSDEPosteriorScheduler())
+        if dtype is not None:
+            pipe.to(dtype=dtype)
+        return pipe
+
+    @classmethod
+    def from_released(cls, variant: str = "universal", dtype: Optional[torch.dtype] = None, **hub_kwargs):
+        """Download the authors' files for `variant` ("universal", "mix" or "wild") from their Hub repository
+        (`weblzw/daclip-uir-ViT-B-32-irsde`, cached by `huggingface_hub`) and load them."""
+        daclip_path, unet_path = download_original_checkpoints(variant, **hub_kwargs)
+        return cls.from_original_checkpoints(daclip_path, unet_path, dtype=dtype)
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs) -> None:
+        """Save as a diffusers folder (safetensors) in the layout that both `DACLIPPipeline.from_pretrained` and
+        `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` load (see `hub.py`)."""
+        if kwargs.get("push_to_hub"):
+            raise ValueError("save the folder first, then upload it (e.g. `huggingface_hub.upload_folder`).")
+        super().save_pretrained(save_directory, **kwargs)
+        write_remote_code_layout(save_directory, self)
+
+    @classmethod
+    def download(cls, pretrained_model_name: str, **kwargs) -> str:
+        """Fetch a pipeline repository from the Hub (configs, safetensors and shims only)."""
+        return download_pipeline_folder(pretrained_model_name, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs) -> "DACLIPPipeline":
+        """Load a folder written by `save_pretrained`, or a Hub id, without `trust_remote_code`.
+
+        Components may be passed to replace saved ones (e.g. `scheduler=IRSDEScheduler(...)`); `dtype`
+        (or `torch_dtype`) casts the models. Our classes are resolved here directly, so the folder's
+        re-export files are never executed.
+        """
+        folder = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(folder):
+            folder = cls.download(folder, **kwargs)
+        if not is_remote_code_layout(folder):
+            return super().from_pretrained(folder, **kwargs)
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+        index = cls.load_config(folder)
+        components = {}
+        for name in ("daclip", "unet", "scheduler"):
+            if name in kwargs:
+                components[name] = kwargs.pop(name)
+                continue
+            if name not in index:
+                raise ValueError(f"{folder}: model_index.json has no '{name}' component.")
+            class_name = index[name][1]
+            if class_name not in _COMPONENT_CLASSES:
+                raise ValueError(f"{folder}: unknown {name} class {class_name!r}; expected one of {sorted(_COMPONENT_CLASSES)}.")
+            component_class = _COMPONENT_CLASSES[class_name]
+            if not os.path.isdir(os.path.join(folder, name)):
+                raise ValueError(f"{folder}: the '{name}' folder is missing.")
+            components[name] = component_class.from_pretrained(folder, subfolder=name)
+        check_components_match(components["daclip"], components["unet"])
+        pipe = cls(**components)
+        if dtype is not None:
+            pipe.to(dtype=dtype)
+        return pipe
+
+    # ------------------------------------------------------------------------------------------------
+    # Conditioning
+    # ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def detect_degradation(self, image, labels: Optional[Sequence[str]] = None):
+        """Per image, the most likely degradation, its probability and all probabilities (see `DACLIPModel`)."""
+        return self.daclip.detect_degradation(to_rgb_tensors(image), labels=labels)
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor, device: torch.device):
+        """`[B, 3, H, W]` in [0, 1] → `(content_embeds, degradation_embeds)`, each `[B, D]` float32."""
+        pixel_values = self.daclip.preprocess(images).to(device=device, dtype=self.daclip.dtype)
+        output = self.daclip(pixel_values=pixel_values)
+        return output.content_embeds.float(), output.degradation_embeds.float()
+
+    @torch.no_grad()
+    def encode_degradation_text(self, texts: Sequence[str], device: torch.device) -> torch.Tensor:
+        input_ids = self.daclip.tokenize(list(texts)).to(device)
+        return self.daclip(input_ids=input_ids).text_embeds.float()
+
+    def _degradation_condition(self, degradation: DegradationInput, image_degradation_embeds: torch.Tensor, device):
+        """What the UNet sees as the degradation, and the label to report, per image.
+
+        A text (a label such as "hazy", or free text) replaces the image's own degradation embedding by the
+        text's embedding, steering what gets removed. The UNet was trained on unnormalised *image*
+        degradation embeddings, whose norm differs from that of text embeddings, so the text embedding is
+        given the norm of the image's own degradation embedding: its direction says what to remove, its
+        size stays in the range the UNet knows.
+        """
+        batch_size = image_degradation_embeds.shape[0]
+        if degradation is None:
+            return image_degradation_embeds, None
+        if isinstance(degradation, torch.Tensor):
+            embeds = degradation.to(device=device, dtype=torch.float32)
+            if embeds.ndim == 1:
+                embeds = embeds[None]
+            return embeds.expand(batch_size, -1), [None] * batch_size
+        texts = [degradation] * batch_size if isinstance(degradation, str) else list(degradation)
+        text_embeds = self.encode_degradation_text(texts, device)
+        text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
+        return text_embeds * image_degradation_embeds.norm(dim=-1, keepdim=True), texts
+
+    # ------------------------------------------------------------------------------------------------
+    # Checks
+    # ------------------------------------------------------------------------------------------------
+    def check_inputs(
+        self,
+        images: List[torch.Tensor],
+        num_inference_steps: int,
+        generator: GeneratorInput,
+        degradation: DegradationInput,
+        latents: Optional[torch.Tensor],
+        output_type: str,
+        callback_on_step_end_tensor_inputs: Sequence[str],
+    ) -> None:
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= num_train_timesteps:
+            raise ValueError(
+                f"num_inference_steps must be an integer from 1 to {num_train_timesteps}, got {num_inference_steps!r}."
+            )
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', not {output_type!r}.")
+        if isinstance(generator, list) and len(generator) != len(images):
+            raise ValueError(f"got {len(generator)} generators for {len(images)} images; pass one per image.")
+        if isinstance(degradation, (list, tuple)) and len(degradation) != len(images):
+            raise ValueError(f"got {len(degradation)} degradation texts for {len(images)} images; pass one per image.")
+        if isinstance(degradation, (list, tuple)) and not all(isinstance(text, str) and text.strip() for text in degradation):
+            raise ValueError("each degradation text must be a non-empty string.")
+        if isinstance(degradation, str) and not degradation.strip():
+            raise ValueError("degradation must be a non-empty text, an embedding, or None to detect it.")
+        if isinstance(degradation, torch.Tensor):
+            expected = self.unet.config.context_dim
+            if degradation.shape[-1] != expected or degradation.ndim not in (1, 2):
+                raise ValueError(
+                    f"a degradation embedding must be [{expected}] or [B, {expected}]; got {tuple(degradation.shape)}."
+                )
+        if latents is not None:
+            if len({tuple(image.shape) for image in images}) != 1:
+                raise ValueError("latents can only be given for a batch of images of one size.")
+            expected_shape = (len(images), *images[0].shape)
+            if tuple(latents.shape) != expected_shape:
+                raise ValueError(f"latents must have shape {expected_shape}, got {tuple(latents.shape)}.")
+        for image in images:
+            self.unet.check_sample_size(*image.shape[-2:])
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not among {self._callback_tensor_inputs}."
+            )
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    # ------------------------------------------------------------------------------------------------
+    # Restoration
+    # ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Union[ImageInput, Sequence[ImageInput]],
+        num_inference_steps: int = 100,
+        generator: GeneratorInput = None,
+        degradation: DegradationInput = None,
+        latents: Optional[torch.Tensor] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[
+            Union[Callable[[DiffusionPipeline, int, torch.Tensor, Dict], Dict], PipelineCallback, MultiPipelineCallbacks]
+        ] = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ):
+        r"""
+        Restore one image or a batch.
+
+        Args:
+            image: a PIL image, a numpy array (HW, HWC or BHWC; uint8, uint16 or float in [0, 1]), a torch
+                tensor (CHW or BCHW, float in [0, 1] or uint8), or a list of these. Images of one size are
+                sampled as one batch; different sizes are restored one after another.
+            num_inference_steps: N, from 1 to the scheduler's `num_train_timesteps` (T = 100). The schedule is
+                rebuilt on N steps, as the authors' `sample_T`.
+            generator: a `torch.Generator`, or one per image (then each image's result equals a run of that
+                image alone with that generator).
+            degradation: None to detect it with DA-CLIP (the authors' behaviour); a label such as "hazy" or
+                any text, one for all images or one per image, to steer what is removed; or a degradation
+                embedding `[D]`/`[B, D]`.
+            latents: the start state x_T `[B, 3, H, W]`; by default `degraded + max_sigma · noise`.
+            output_type: "pil", "np" (`[B, H, W, 3]` float32) or "pt" (`[B, 3, H, W]`).
+            callback_on_step_end: called as `fn(pipe, step_index, timestep, tensors)` after each step; may
+                return a dict replacing any of `callback_on_step_end_tensor_inputs` ("latents" = x_t,
+                "mu" = the degraded image). Set `pipe._interrupt = True` inside it to stop early (the
+                current state is returned).
+
+        Returns:
+            [`DACLIPPipelineOutput`] (or a tuple `(images, degradations, degradation_probabilities)`).
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        images = to_rgb_tensors(image)
+        self.check_inputs(
+            images, num_inference_steps, generator, degradation, latents, output_type, callback_on_step_end_tensor_inputs
+        )
+        self._interrupt = False
+        self._num_timesteps = num_inference_steps
+
+        # Images of one size are one batch; otherwise each image is its own batch, with its own generator
+        # (a single generator is shared in order, as it would be across separate calls).
+        if len({tuple(img.shape) for img in images}) == 1:
+            groups = [list(range(len(images)))]
+        else:
+            groups = [[index] for index in range(len(images))]
+
+        restored, labels, probabilities = [None] * len(images), [None] * len(images), [None] * len(images)
+        for group in groups:
+            group_generator = [generator[i] for i in group] if isinstance(generator, list) else generator
+            group_degradation = degradation
+            if isinstance(degradation, (list, tuple)):
+                group_degradation = [degradation[i] for i in group]
+            elif isinstance(degradation, torch.Tensor) and degradation.ndim == 2 and degradation.shape[0] == len(images):
+                group_degradation = degradation[group]
+            result, group_labels, group_probabilities = self._restore_batch(
+                torch.stack([images[i] for i in group]),
+                num_inference_steps,
+                group_generator,
+                group_degradation,
+                latents,
+                callback_on_step_end,
+                callback_on_step_end_tensor_inputs,
+            )
+            for position, index in enumerate(group):
+                restored[index] = result[position]
+                labels[index] = group_labels[position]
+                probabilities[index] = group_probabilities[position]
+
+        self.maybe_free_model_hooks()
+
+        if len(groups) == 1:
+            output_images = postprocess(torch.stack(restored), output_type)
+        else:
+            # Different sizes cannot share one array: a list with one image (PIL, HWC array or CHW tensor) each.
+            output_images = [postprocess(single[None], output_type)[0] for single in restored]
+        if not return_dict:
+            return output_images, labels, probabilities
+        return DACLIPPipelineOutput(images=output_images, degradations=labels, degradation_probabilities=probabilities)
+
+    def _restore_batch(
+        self,
+        images: torch.Tensor,
+        num_inference_steps: int,
+        generator: GeneratorInput,
+        degradation: DegradationInput,
+        latents: Optional[torch.Tensor],
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs: Sequence[str],
+    ):
+        device = self._execution_device
+        unet_dtype = self.unet.dtype
+
+        # 1. Encode: DA-CLIP sees the degraded image once.
+        content_embeds, image_degradation_embeds = self.encode_image(images, device)
+        degradation_embeds, given_texts = self._degradation_condition(degradation, image_degradation_embeds, device)
+        if given_texts is None:
+            predictions = self.daclip.classify_degradation_embeds(image_degradation_embeds)
+            labels = [prediction.label for prediction in predictions]
+            probabilities = [prediction.probability for prediction in predictions]
+        else:
+            labels, probabilities = given_texts, [None] * len(images)
+
+        # 2. Start state x_N = μ + σ·ε, in float32 (the scheduler works in float32 whatever the UNet dtype).
+        mu = images.to(device=device, dtype=torch.float32)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if latents is None:
+            latents = self.scheduler.prepare_start_sample(mu, generator=generator)
+        else:
+            latents = latents.to(device=device, dtype=torch.float32)
+
+        # 3. Reverse process.
+        for step_index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            if self.interrupt:
+                break
+            noise_pred = self.unet(
+                latents.to(unet_dtype),
+                timestep,
+                mu.to(unet_dtype),
+                degradation_embeds=degradation_embeds.to(unet_dtype),
+                content_embeds=content_embeds.to(unet_dtype),
+            ).sample
+            latents = self.scheduler.step(
+                noise_pred.float(), timestep, latents, mu=mu, generator=generator
+            ).prev_sample
+            if callback_on_step_end is not None:
+                local_tensors = {"latents": latents, "mu": mu}
+                callback_kwargs = {name: local_tensors[name] for name in callback_on_step_end_tensor_inputs}
+                callback_outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs) or {}
+                latents = callback_outputs.get("latents", latents)
+                mu = callback_outputs.get("mu", mu)
+
+        return latents, labels, probabilities
+
+
+def check_components_match(daclip: DACLIPModel, unet: DACLIPUNet2DModel, daclip_name="DA-CLIP", unet_name="UNet"):
+    """Refuse a DA-CLIP/UNet pair whose embedding sizes differ, before any sampling starts."""
+    embed_dim, context_dim = daclip.config.embed_dim, unet.config.context_dim
+    if embed_dim != context_dim:
+        raise ValueError(
+            f"{daclip_name} gives {embed_dim}-dim embeddings but {unet_name} expects {context_dim}-dim context: "
+            "these files are not a pair (universal-ir goes with daclip_ViT-B-32, wild-ir with wild-daclip_ViT-L-14)."
+        )
+
+
+_COMPONENT_CLASSES = {
+    component.__name__: component
+    for component in (DACLIPModel, DACLIPUNet2DModel, IRSDEScheduler, IRSDEPosteriorScheduler)
+}
+
+
+SAMPLERS = ("posterior", "sde", "ode")
+
+
+def scheduler_for_sampler(sampler: str, config) -> Union[IRSDEPosteriorScheduler, IRSDEScheduler]:
+    """"posterior" | "sde" | "ode" → a scheduler with the schedule settings of `config` (any IR-SDE config)."""
+    if sampler == "posterior":
+        return IRSDEPosteriorScheduler.from_config(config)
+    if sampler in ("sde", "ode"):
+        return IRSDEScheduler.from_config(config, solver=sampler)
+    raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}.")
