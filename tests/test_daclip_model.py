@@ -109,11 +109,14 @@ def test_preprocess_rejects_bad_images():
         preprocess_images(np.full((8, 8, 3), 200.0))
     with pytest.raises(ValueError, match="NaN"):
         preprocess_images(np.full((8, 8, 3), np.nan))
-    with pytest.raises(TypeError, match="uint8 or float"):
-        preprocess_images(np.zeros((8, 8, 3), np.uint16))
-    with pytest.raises(ValueError, match="C, H, W"):
-        preprocess_images(torch.zeros(8, 8, 3))
-    with pytest.raises(TypeError, match="unsupported image type"):
+    with pytest.raises(TypeError, match="uint8, uint16 or float"):
+        preprocess_images(np.zeros((8, 8, 3), np.int32))
+    with pytest.raises(ValueError, match="1 to 4 channels"):
+        preprocess_images(torch.zeros(8, 8, 3))  # HWC given where CHW is expected
+    # 16-bit data is scaled by 65535, not clipped at 255
+    sixteen_bit = np.full((8, 8, 3), 128 * 257, np.uint16)  # 128/255 in 16 bits
+    np.testing.assert_allclose(preprocess_images(sixteen_bit), preprocess_images(np.full((8, 8, 3), 128, np.uint8)))
+    with pytest.raises(TypeError, match="expected a PIL image"):
         preprocess_images("image.png")
 
 

@@ -34,6 +34,7 @@ from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Norma
 
 from ...utils import CheckpointError, load_torch_checkpoint
 from ...utils.model_loading import OwnedWeightsMixin
+from .image_processing import to_rgb_tensors
 
 # The labels the released DA-CLIPs were trained on, in the authors' order ("uncompleted" = inpainting).
 DEGRADATIONS = [
@@ -92,62 +93,25 @@ class DegradationPrediction:
 # ---------------------------------------------------------------------------------------------------
 # Preprocessing: the authors' CLIP view
 # ---------------------------------------------------------------------------------------------------
-def _array_to_pil(array: np.ndarray) -> PIL.Image.Image:
-    """One HWC (or HW) array → an RGB PIL image. Float data is taken as [0, 1] and rounded to uint8."""
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(
-            f"expected an image of shape [H, W], [H, W, C] (numpy) or [C, H, W] (torch) with C in 1, 3, 4; got {array.shape}"
-        )
-    if array.shape[2] == 4:
-        array = array[:, :, :3]  # alpha is dropped, not composited, as PIL's RGBA→RGB conversion does
-    if array.dtype == np.uint8:
-        pass
-    elif np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float64)
-        if not np.isfinite(array).all():
-            raise ValueError("the image contains NaN or infinite values.")
-        if array.size and array.max() > 2.0:
-            raise ValueError(
-                f"float images must hold values in [0, 1]; this one reaches {array.max():.1f} (0..255 data? pass uint8)."
-            )
-        # The authors' app gets uint8 images and does `(img / 255. * 255).astype(uint8)` in float64,
-        # which gives the uint8 values back exactly. A float image that was once uint8 / 255 (ComfyUI,
-        # torchvision) is often float32, where truncation would lose a level; rounding restores it.
-        array = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
-    else:
-        raise TypeError(f"images must be uint8 or float in [0, 1], not {array.dtype}.")
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    return PIL.Image.fromarray(np.ascontiguousarray(array))
-
-
 def _to_pil_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[PIL.Image.Image]:
-    if isinstance(images, (list, tuple)):
+    """Any image input the pipeline accepts → RGB PIL images, the form the authors' CLIP view starts from.
+
+    RGB PIL images are used as they are. Everything else goes through the pipeline's conversion to
+    [0, 1] floats (`image_processing.to_rgb_tensors`: 16-bit, grayscale, alpha, ranges) and is rounded to
+    uint8. The authors' app does `(img / 255. * 255).astype(uint8)` in float64, which gives uint8 values
+    back exactly; float32 data that was once uint8 / 255 (ComfyUI, torchvision) would lose a level to
+    truncation, so we round.
+    """
+    if isinstance(images, PIL.Image.Image) and images.mode == "RGB":
+        return [images]
+    if isinstance(images, (list, tuple)) and not isinstance(images, torch.Tensor):
         if len(images) == 0:
             raise ValueError("no images given.")
         return [pil for image in images for pil in _to_pil_images(image)]
-    if isinstance(images, PIL.Image.Image):
-        # Grayscale, palette, CMYK, ... → RGB; an alpha channel is dropped (not composited).
-        return [images if images.mode == "RGB" else images.convert("RGB")]
-    if isinstance(images, torch.Tensor):
-        tensor = images.detach().cpu()
-        if tensor.ndim == 3:
-            tensor = tensor[None]
-        if tensor.ndim != 4 or tensor.shape[1] not in (1, 3, 4):
-            raise ValueError(f"torch images must be [C, H, W] or [B, C, H, W] with C in 1, 3, 4; got {tuple(images.shape)}.")
-        if tensor.is_floating_point():
-            tensor = tensor.float()
-        return [_array_to_pil(array) for array in tensor.permute(0, 2, 3, 1).numpy()]
-    if isinstance(images, np.ndarray):
-        if images.ndim == 4:
-            return [_array_to_pil(array) for array in images]
-        return [_array_to_pil(images)]
-    raise TypeError(
-        f"unsupported image type {type(images).__name__}: give a PIL image, a numpy [H, W, C] array, a torch "
-        "[C, H, W] / [B, C, H, W] tensor in [0, 1], or a list of these."
-    )
+    return [
+        PIL.Image.fromarray(np.round(tensor.permute(1, 2, 0).numpy().astype(np.float64) * 255.0).astype(np.uint8))
+        for tensor in to_rgb_tensors(images)
+    ]
 
 
 def clip_image_transform(image_size: int = 224) -> Compose:
@@ -166,9 +130,9 @@ def clip_image_transform(image_size: int = 224) -> Compose:
 def preprocess_images(images: Union[ImageInput, Sequence[ImageInput]], image_size: int = 224) -> torch.Tensor:
     """Images → `pixel_values` `[B, 3, image_size, image_size]` float32, the authors' CLIP view of each.
 
-    Accepts a PIL image, a numpy `[H, W, C]` (or `[B, H, W, C]`, or `[H, W]`) array, uint8 or float in [0, 1],
-    a torch `[C, H, W]` or `[B, C, H, W]` tensor (float in [0, 1] or uint8), or a list of these. Float
-    images are rounded to uint8 (see `_array_to_pil`); alpha channels are dropped; grayscale is repeated.
+    Accepts what the pipeline accepts (see `image_processing.py`): PIL images, numpy HW/HWC/BHWC arrays
+    (uint8, uint16 or float in [0, 1]), torch CHW/BCHW tensors, or a list of these. Non-uint8 data is
+    rounded to uint8 (see `_to_pil_images`); alpha channels are dropped; grayscale is repeated.
     """
     transform = clip_image_transform(image_size)
     return torch.stack([transform(image) for image in _to_pil_images(images)]).float()
