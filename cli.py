@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: detect it; or a label (hazy, rainy, ...) or any text to steer what is removed",
     )
+    restore.add_argument(
+        "--tile-size",
+        type=int,
+        help="restore in overlapping tiles of this many pixels (e.g. 512) to bound memory on large images",
+    )
+    restore.add_argument("--tile-overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
     restore.add_argument("--recursive", action="store_true", help="also look into subfolders of folder inputs")
     restore.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
@@ -240,7 +246,14 @@ def run_restore(args) -> int:
         try:
             image = open_image(source)
             generator = torch.Generator().manual_seed(args.seed)
-            result = pipe(image, num_inference_steps=args.steps, generator=generator, degradation=degradation)
+            result = pipe(
+                image,
+                num_inference_steps=args.steps,
+                generator=generator,
+                degradation=degradation,
+                tile_size=args.tile_size,
+                tile_overlap=args.tile_overlap,
+            )
             save_atomically(result.images[0], target)
             tqdm.write(f"{source} -> {target} ({result.degradations[0]})")
         except (ValueError, TypeError, OSError) as error:

@@ -19,6 +19,7 @@ from diffusers.utils import BaseOutput
 from ...schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
 from .hub import download_original_checkpoints, download_pipeline_folder, is_remote_code_layout, write_remote_code_layout
 from .image_processing import ImageInput, postprocess, to_rgb_tensors
+from .tiling import check_tiling, tiled_noise_prediction
 from .modeling_daclip import DACLIPModel
 from .unet_daclip import DACLIPUNet2DModel
 
@@ -268,6 +269,8 @@ class DACLIPPipeline(DiffusionPipeline):
             Union[Callable[[DiffusionPipeline, int, torch.Tensor, Dict], Dict], PipelineCallback, MultiPipelineCallbacks]
         ] = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        tile_size: Optional[int] = None,
+        tile_overlap: int = 32,
     ):
         r"""
         Restore one image or a batch.
@@ -289,6 +292,9 @@ class DACLIPPipeline(DiffusionPipeline):
                 return a dict replacing any of `callback_on_step_end_tensor_inputs` ("latents" = x_t,
                 "mu" = the degraded image). Set `pipe._interrupt = True` inside it to stop early (the
                 current state is returned).
+            tile_size: predict the noise in overlapping tiles of this many pixels (e.g. 512) to bound memory
+                for large images; None (default) runs the UNet on the whole image, as the authors.
+            tile_overlap: pixels shared by neighbouring tiles, blended linearly.
 
         Returns:
             [`DACLIPPipelineOutput`] (or a tuple `(images, degradations, degradation_probabilities)`).
@@ -299,6 +305,8 @@ class DACLIPPipeline(DiffusionPipeline):
         self.check_inputs(
             images, num_inference_steps, generator, degradation, latents, output_type, callback_on_step_end_tensor_inputs
         )
+        if tile_size is not None:
+            check_tiling(tile_size, tile_overlap, self.unet.min_sample_size)
         self._interrupt = False
         self._num_timesteps = num_inference_steps
 
@@ -325,6 +333,8 @@ class DACLIPPipeline(DiffusionPipeline):
                 latents,
                 callback_on_step_end,
                 callback_on_step_end_tensor_inputs,
+                tile_size,
+                tile_overlap,
             )
             for position, index in enumerate(group):
                 restored[index] = result[position]
@@ -342,6 +352,23 @@ class DACLIPPipeline(DiffusionPipeline):
             return output_images, labels, probabilities
         return DACLIPPipelineOutput(images=output_images, degradations=labels, degradation_probabilities=probabilities)
 
+    def _predict_noise(self, latents, timestep, mu, degradation_embeds, content_embeds, tile_size, tile_overlap):
+        """ε̂ at x_t, in one UNet call or, with `tile_size`, in overlapping tiles (see `tiling.py`)."""
+        unet_dtype = self.unet.dtype
+
+        def predict(sample: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+            return self.unet(
+                sample.to(unet_dtype),
+                timestep,
+                condition.to(unet_dtype),
+                degradation_embeds=degradation_embeds.to(unet_dtype),
+                content_embeds=content_embeds.to(unet_dtype),
+            ).sample.float()
+
+        if tile_size is None:
+            return predict(latents, mu)
+        return tiled_noise_prediction(predict, latents, mu, tile_size, tile_overlap)
+
     def _restore_batch(
         self,
         images: torch.Tensor,
@@ -351,9 +378,10 @@ class DACLIPPipeline(DiffusionPipeline):
         latents: Optional[torch.Tensor],
         callback_on_step_end,
         callback_on_step_end_tensor_inputs: Sequence[str],
+        tile_size: Optional[int],
+        tile_overlap: int,
     ):
         device = self._execution_device
-        unet_dtype = self.unet.dtype
 
         # 1. Encode: DA-CLIP sees the degraded image once.
         content_embeds, image_degradation_embeds = self.encode_image(images, device)
@@ -377,13 +405,9 @@ class DACLIPPipeline(DiffusionPipeline):
         for step_index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
             if self.interrupt:
                 break
-            noise_pred = self.unet(
-                latents.to(unet_dtype),
-                timestep,
-                mu.to(unet_dtype),
-                degradation_embeds=degradation_embeds.to(unet_dtype),
-                content_embeds=content_embeds.to(unet_dtype),
-            ).sample
+            noise_pred = self._predict_noise(
+                latents, timestep, mu, degradation_embeds, content_embeds, tile_size, tile_overlap
+            )
             latents = self.scheduler.step(
                 noise_pred.float(), timestep, latents, mu=mu, generator=generator
             ).prev_sample
