@@ -260,3 +260,52 @@ def test_hub_id_loads_without_trust_remote_code(tiny_pipe, tmp_path):
     _fake_hub_cache(tmp_path / "cache", "someone/daclip-tiny", files)
     pipe = DACLIPPipeline.from_pretrained("someone/daclip-tiny", cache_dir=tmp_path / "cache", local_files_only=True)
     assert isinstance(pipe.daclip, DACLIPModel) and isinstance(pipe.scheduler, IRSDEPosteriorScheduler)
+
+
+def test_real_photos_of_every_shape_and_mode_keep_their_size(tiny_pipe):
+    from conftest import TESTDATA
+
+    photos = sorted((TESTDATA / "degraded").iterdir())
+    assert len(photos) >= 6
+    for path in photos:
+        with PIL.Image.open(path) as image:
+            image.load()
+            out = tiny_pipe(image, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+            assert out.images[0].size == image.size, path.name
+            assert out.images[0].mode == "RGB"
+
+
+def test_tuple_output_equals_dict_output(tiny_pipe, lq_image):
+    as_dict = tiny_pipe(lq_image, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
+    images, labels, probabilities = tiny_pipe(
+        lq_image, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np", return_dict=False
+    )
+    np.testing.assert_array_equal(images, as_dict.images)
+    assert labels == as_dict.degradations and probabilities == as_dict.degradation_probabilities
+
+
+def test_callback_can_replace_the_state(tiny_pipe, lq_image):
+    def pin_to_mu(pipe, step_index, timestep, tensors):
+        return {"latents": tensors["mu"].clone()}
+
+    out = tiny_pipe(
+        lq_image,
+        num_inference_steps=1,
+        callback_on_step_end=pin_to_mu,
+        callback_on_step_end_tensor_inputs=["latents", "mu"],
+        output_type="np",
+    )
+    np.testing.assert_allclose(out.images[0], np.asarray(lq_image, np.float32) / 255, atol=1e-6)
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        tiny_pipe(lq_image, num_inference_steps=1, callback_on_step_end=pin_to_mu, callback_on_step_end_tensor_inputs=["noise"])
+
+
+def test_sixteen_bit_grayscale_and_rgba_inputs_are_converted_as_documented(tiny_pipe, lq_image):
+    rgb = np.asarray(lq_image)
+    sixteen = (rgb.astype(np.uint16) * 257)
+    run = lambda image: tiny_pipe(image, num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="np").images
+    np.testing.assert_allclose(run(sixteen), run(rgb), atol=1e-5)
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 7, np.uint8)], axis=2)
+    np.testing.assert_array_equal(run(rgba), run(rgb))  # alpha dropped
+    gray = PIL.Image.fromarray(rgb[:, :, 0])
+    np.testing.assert_array_equal(run(gray), run(np.repeat(rgb[:, :, :1], 3, axis=2)))
