@@ -124,3 +124,18 @@ def test_installed_console_script_teaches_with_help():
     assert result.returncode == 0
     for option in ("--steps", "--sampler", "--seed", "--degradation", "--device", "--dtype", "examples:"):
         assert option in result.stdout
+
+
+def test_conversion_script_writes_loadable_folders(tmp_path, weights_dir, parity_dir):
+    import runpy
+
+    from conftest import REPO_ROOT
+    from daclip import DACLIPModel, DACLIPUNet2DModel
+
+    script = runpy.run_path(str(REPO_ROOT / "scripts" / "convert_original_to_diffusers.py"))
+    assert script["main"](["--unet", str(weights_dir / "wild-ir_tiny.pth"), "--output_dir", str(tmp_path / "unet")]) == 0
+    assert DACLIPUNet2DModel.from_pretrained(tmp_path / "unet").config.downscale_stage is True
+    daclip_args = ["--daclip", str(weights_dir / "daclip_tiny.pt"), "--daclip_config", str(parity_dir / "daclip_tiny.json")]
+    assert script["main"]([*daclip_args, "--output_dir", str(tmp_path / "daclip")]) == 0
+    assert DACLIPModel.from_pretrained(tmp_path / "daclip").config.embed_dim == 32
+    assert script["main"](["--daclip", str(weights_dir / "wild-ir_tiny.pth"), "--output_dir", str(tmp_path / "bad")]) == 3
