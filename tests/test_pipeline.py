@@ -309,3 +309,25 @@ def test_sixteen_bit_grayscale_and_rgba_inputs_are_converted_as_documented(tiny_
     np.testing.assert_array_equal(run(rgba), run(rgb))  # alpha dropped
     gray = PIL.Image.fromarray(rgb[:, :, 0])
     np.testing.assert_array_equal(run(gray), run(np.repeat(rgb[:, :, :1], 3, axis=2)))
+
+
+def test_dtype_casts_work_without_false_warnings(tiny_pipe, lq_image, caplog):
+    import logging
+
+    from diffusers.utils import logging as diffusers_logging
+
+    pipe = DACLIPPipeline(
+        DACLIPModel.from_config(tiny_pipe.daclip.config), DACLIPUNet2DModel.from_config(tiny_pipe.unet.config), tiny_pipe.scheduler
+    )
+    pipe.daclip.load_state_dict(tiny_pipe.daclip.state_dict())
+    pipe.unet.load_state_dict(tiny_pipe.unet.state_dict())
+    diffusers_logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            pipe.to(dtype=torch.bfloat16)
+    finally:
+        diffusers_logging.disable_propagation()
+    assert not [r for r in caplog.records if "kept in float32" in r.getMessage()]
+    assert pipe.unet.dtype == torch.bfloat16 and pipe.daclip.dtype == torch.bfloat16
+    out = pipe(lq_image, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.dtype == np.float32 and np.isfinite(out.images).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 
 
 class OwnedWeightsMixin:
@@ -23,3 +24,23 @@ class OwnedWeightsMixin:
             for tensor in itertools.chain(model.parameters(), model.buffers()):
                 tensor.data = tensor.data.clone()
         return model
+
+
+class QuietDtypeCastMixin:
+    """`.to(dtype)` without diffusers 0.42's false warning.
+
+    diffusers 0.42 warns "There are modules ... that should be kept in float32: []" on every dtype cast,
+    even when the list is empty. Our models keep nothing in float32, so the message only misleads; it
+    is silenced for models with no such modules and kept for any that declare some.
+    """
+
+    def to(self, *args, **kwargs):
+        if self._keep_in_fp32_modules:
+            return super().to(*args, **kwargs)
+        modeling_logger = diffusers_logging.get_logger("diffusers.models.modeling_utils")
+        level = modeling_logger.level
+        modeling_logger.setLevel(diffusers_logging.ERROR)
+        try:
+            return super().to(*args, **kwargs)
+        finally:
+            modeling_logger.setLevel(level)

@@ -33,7 +33,7 @@ from torch import nn
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
 from ...utils import CheckpointError, load_torch_checkpoint
-from ...utils.model_loading import OwnedWeightsMixin
+from ...utils.model_loading import OwnedWeightsMixin, QuietDtypeCastMixin
 from .image_processing import to_rgb_tensors
 
 # The labels the released DA-CLIPs were trained on, in the authors' order ("uncompleted" = inpainting).
@@ -174,7 +174,7 @@ def _check_tower_configs(vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, A
         raise ValueError("DA-CLIP needs open_clip's own text transformer (not a Hugging Face text model).")
 
 
-class DACLIPModel(OwnedWeightsMixin, ModelMixin, ConfigMixin):
+class DACLIPModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, ConfigMixin):
     r"""
     DA-CLIP: an open_clip CLIP whose image encoder is steered by a controller (a trained copy of it).
 

@@ -25,7 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ...utils.model_loading import OwnedWeightsMixin
+from ...utils.model_loading import OwnedWeightsMixin, QuietDtypeCastMixin
 
 # The authors fix the head width of every attention layer at 32 channels.
 HEAD_CHANNELS = 32
@@ -294,7 +294,7 @@ class SpatialTransformer2D(nn.Module):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-class DACLIPUNet2DModel(OwnedWeightsMixin, ModelMixin, ConfigMixin):
+class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, ConfigMixin):
     r"""
     The authors' `ConditionalUNet` (DA-CLIP universal image restoration), predicting the noise of an IR-SDE.
 
