@@ -11,18 +11,22 @@ clean image x₀ is Gaussian:
     x_t = μ + (x₀ − μ) e^{−θ̄_t dt} + σ̄_t ε,      θ̄_t = Σ_{i≤t} θ_i − θ_0,   σ̄_t² = λ² (1 − e^{−2 θ̄_t dt})
 
 Sampling starts at x_N = μ + λ ε and walks back to x_0 with the noise ε̂ predicted by the UNet. Everything
-is computed in float32, exactly in the order of the authors' `utils/sde_utils.py`, so that the released
-models give the authors' numbers.
+is computed in float32, in the order of operations of the authors' `utils/sde_utils.py`, so that the
+released models give the authors' numbers.
 
-Quirks reproduced on purpose (see the parity README):
+Quirks reproduced on purpose (see the parity README, §4):
 - the schedule is rebuilt for N = `num_inference_steps` (the authors' `sample_T`), and the UNet sees the
   time `t · T / N`;
 - θ of the cosine schedule is `1 − ᾱ_t` itself (not a beta), and `dt` is chosen so that e^{−θ̄_N dt} = eps;
 - the start uses λ, not σ̄_N; the posterior step draws noise at every step, t = 1 included.
+
+Both schedulers share one contract: μ is a (keyword) argument of every call, never scheduler state, so one
+scheduler serves any batch of images.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
@@ -33,6 +37,9 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 SCHEDULES = ("cosine", "linear", "constant")
+SOLVERS = ("sde", "ode")
+
+Generators = Union[torch.Generator, List[torch.Generator], None]
 
 
 @dataclass
@@ -50,7 +57,7 @@ class IRSDESchedulerOutput(BaseOutput):
 
 @dataclass
 class IRSDESchedule:
-    """θ_t, σ_t, θ̄_t, σ̄_t for t = 0..N (index 0 is never a state) and dt, all float32 on the CPU."""
+    """θ_t, σ_t, θ̄_t, σ̄_t for t = 0..N (`[N + 1]`; index 0 is never a state) and dt (`[]`), float32, CPU."""
 
     thetas: torch.Tensor
     sigmas: torch.Tensor
@@ -60,15 +67,16 @@ class IRSDESchedule:
 
 
 def theta_schedule(name: str, num_steps: int) -> torch.Tensor:
-    """θ_0..θ_N (N + 1 values, float32) for the `cosine`, `linear` or `constant` schedule."""
+    """θ_0..θ_N (`[N + 1]`, float32) of the `cosine`, `linear` or `constant` schedule on N steps."""
     if name == "cosine":
-        # ᾱ of the improved-DDPM cosine schedule on N + 2 intervals, truncated at both ends.
+        # ᾱ of the improved-DDPM cosine schedule on N + 2 intervals, both ends cut off; θ_t is 1 − ᾱ_t itself.
         intervals, offset = num_steps + 2, 0.008
         x = torch.linspace(0, intervals, intervals + 1, dtype=torch.float32)
         alphas_cumprod = torch.cos(((x / intervals) + offset) / (1 + offset) * math.pi * 0.5) ** 2
         alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
         return 1 - alphas_cumprod[1:-1]
     if name == "linear":
+        # DDPM's 1e-4..0.02 betas, rescaled from 1000 steps to N + 1.
         scale = 1000 / (num_steps + 1)
         return torch.linspace(scale * 0.0001, scale * 0.02, num_steps + 1, dtype=torch.float32)
     if name == "constant":
@@ -77,8 +85,9 @@ def theta_schedule(name: str, num_steps: int) -> torch.Tensor:
 
 
 def build_schedule(name: str, num_steps: int, max_sigma: float, eps: float) -> IRSDESchedule:
+    """The IR-SDE schedule on N = `num_steps` steps with stationary spread λ = `max_sigma` (a fraction)."""
     thetas = theta_schedule(name, num_steps)
-    sigmas = torch.sqrt(max_sigma**2 * 2 * thetas)
+    sigmas = torch.sqrt(max_sigma**2 * 2 * thetas)  # σ_t² = 2 λ² θ_t
     thetas_cumsum = torch.cumsum(thetas, dim=0) - thetas[0]  # θ̄_0 = 0
     dt = -1 / thetas_cumsum[-1] * math.log(eps)  # e^{−θ̄_N dt} = eps
     sigma_bars = torch.sqrt(max_sigma**2 * (1 - torch.exp(-2 * thetas_cumsum * dt)))
@@ -86,34 +95,44 @@ def build_schedule(name: str, num_steps: int, max_sigma: float, eps: float) -> I
 
 
 class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
-    """What both IR-SDE samplers share: the schedule, time bookkeeping, the start state and training."""
+    """What both IR-SDE samplers share: the schedule maths, time bookkeeping, the start state and training.
+
+    Subclasses register the config (`num_train_timesteps`, `max_sigma`, `schedule`, `eps`, …), call
+    `_setup` and implement `step`.
+    """
 
     order = 1
 
     def _setup(self, num_train_timesteps: int, max_sigma: float, schedule: str, eps: float) -> None:
-        if not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
+        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, numbers.Integral):
             raise ValueError(f"num_train_timesteps must be a positive integer, not {num_train_timesteps!r}.")
-        if not max_sigma > 0:
-            raise ValueError(f"max_sigma must be positive (e.g. 50 on a 0..255 scale, or 0.2), not {max_sigma!r}.")
-        if not 0 < eps < 1:
-            raise ValueError(f"eps must lie in (0, 1), not {eps!r}.")
+        if num_train_timesteps < 1:
+            raise ValueError(f"num_train_timesteps must be a positive integer, not {num_train_timesteps!r}.")
+        if isinstance(max_sigma, bool) or not isinstance(max_sigma, numbers.Real) or not max_sigma > 0:
+            raise ValueError(
+                f"max_sigma must be a positive number (50 on a 0..255 scale, or a fraction such as 0.2), "
+                f"not {max_sigma!r}."
+            )
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < 1:
+            raise ValueError(f"eps (e^(-θ̄_N dt), the share of x₀ − μ left at t = N) must lie in (0, 1), not {eps!r}.")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}.")
-        # The authors accept λ on a 0..255 scale (≥ 1) or as a fraction.
-        self.max_sigma = max_sigma / 255 if max_sigma >= 1 else float(max_sigma)
+        # The authors read λ on a 0..255 scale when it is ≥ 1 and as a fraction otherwise. `self.max_sigma`
+        # is that fraction (0.196 for the default 50); `self.config.max_sigma` keeps the value as given.
+        self.max_sigma = float(max_sigma) / 255 if max_sigma >= 1 else float(max_sigma)
         self.init_noise_sigma = self.max_sigma
-        # Training always uses the schedule on T steps; sampling may rebuild it on N (set_timesteps).
-        self.train_schedule = build_schedule(schedule, num_train_timesteps, self.max_sigma, eps)
-        self.schedule = self.train_schedule
-        self.num_inference_steps = num_train_timesteps
-        self.timesteps = self._unet_timesteps(num_train_timesteps)
+        # Training always uses the schedule on T steps; sampling may rebuild it on N (`set_timesteps`).
+        self.training_schedule = build_schedule(schedule, int(num_train_timesteps), self.max_sigma, float(eps))
+        self.sampling_schedule = self.training_schedule
+        self.num_inference_steps = int(num_train_timesteps)
+        self.timesteps = self._unet_timesteps(self.num_inference_steps)
 
-    # -- the schedule in use, as tensors -----------------------------------------------------------
-    thetas = property(lambda self: self.schedule.thetas)
-    sigmas = property(lambda self: self.schedule.sigmas)
-    thetas_cumsum = property(lambda self: self.schedule.thetas_cumsum)
-    sigma_bars = property(lambda self: self.schedule.sigma_bars)
-    dt = property(lambda self: self.schedule.dt)
+    # -- the sampling schedule in use, as float32 CPU tensors ------------------------------------------
+    thetas = property(lambda self: self.sampling_schedule.thetas, doc="θ_0..θ_N `[N + 1]`.")
+    sigmas = property(lambda self: self.sampling_schedule.sigmas, doc="σ_0..σ_N `[N + 1]`.")
+    thetas_cumsum = property(lambda self: self.sampling_schedule.thetas_cumsum, doc="θ̄_0..θ̄_N `[N + 1]`.")
+    sigma_bars = property(lambda self: self.sampling_schedule.sigma_bars, doc="σ̄_0..σ̄_N `[N + 1]`.")
+    dt = property(lambda self: self.sampling_schedule.dt, doc="dt `[]`, with e^{−θ̄_N dt} = eps.")
 
     @property
     def sample_scale(self) -> float:
@@ -125,58 +144,87 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
 
     @classmethod
     def _get_compatibles(cls):
-        # diffusers only looks for compatible classes inside diffusers; ours live here.
+        # diffusers looks for compatible classes only inside diffusers; ours live here. Listing both lets
+        # `from_config` hide the other class's keys (e.g. `solver`) instead of warning about them.
         return [IRSDEScheduler, IRSDEPosteriorScheduler]
 
+    # -- time ------------------------------------------------------------------------------------------
     def _unet_timesteps(self, num_steps: int, device=None) -> torch.Tensor:
+        # t · T/N in Python floats, then float32: exactly what the authors' UNet receives.
         scale = self.config.num_train_timesteps / num_steps
         return torch.tensor([t * scale for t in range(num_steps, 0, -1)], dtype=torch.float32, device=device)
 
     def set_timesteps(self, num_inference_steps: int, device: Union[str, torch.device, None] = None) -> None:
-        """Rebuild the schedule on N = `num_inference_steps` steps (1..T).
+        """Rebuild the schedule on N = `num_inference_steps` steps (1..T), as the authors' `sample_T`.
 
-        `self.timesteps` then holds, in sampling order, the times to pass to the UNet: N·T/N, …, 1·T/N.
+        `self.timesteps` (`[N]` float32, on `device`) then holds, in sampling order, the times to pass to the
+        UNet: N·T/N, …, 1·T/N. The training helpers keep using the schedule on T steps.
         """
         num_train_timesteps = self.config.num_train_timesteps
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or not (
-            1 <= num_inference_steps <= num_train_timesteps
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, numbers.Integral)
+            or not 1 <= num_inference_steps <= num_train_timesteps
         ):
             raise ValueError(
-                f"num_inference_steps must be an integer from 1 to {num_train_timesteps}, got {num_inference_steps!r}."
+                f"num_inference_steps must be an integer from 1 to {num_train_timesteps} (num_train_timesteps), "
+                f"got {num_inference_steps!r}."
             )
-        self.num_inference_steps = num_inference_steps
-        self.schedule = build_schedule(self.config.schedule, num_inference_steps, self.max_sigma, self.config.eps)
-        self.timesteps = self._unet_timesteps(num_inference_steps, device)
+        self.num_inference_steps = int(num_inference_steps)
+        self.sampling_schedule = build_schedule(
+            self.config.schedule, self.num_inference_steps, self.max_sigma, float(self.config.eps)
+        )
+        self.timesteps = self._unet_timesteps(self.num_inference_steps, device)
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         """The IR-SDE UNet takes the state as it is."""
         return sample
 
-    # -- indices and broadcasting ----------------------------------------------------------------
-    def _step_index(self, timestep) -> torch.Tensor:
-        """UNet time (t·T/N, a number, 0-d or [B] tensor) → schedule index t (long, CPU)."""
-        times = torch.as_tensor(timestep, dtype=torch.float64).detach().cpu()
-        index = torch.round(times / self.sample_scale).long()
-        if bool(((index < 1) | (index > self.num_inference_steps)).any()):
+    def index_for_timestep(self, timestep: Union[float, torch.Tensor]) -> torch.Tensor:
+        """UNet time t·T/N (a number, a 0-d or `[B]` tensor, any device) → schedule index t (long, CPU)."""
+        times = torch.as_tensor(timestep).detach().cpu().to(torch.float64)
+        position = times / self.sample_scale
+        index = torch.round(position).long()
+        off_grid = (position - index).abs() > 1e-3
+        if bool((off_grid | (index < 1) | (index > self.num_inference_steps)).any()):
             raise ValueError(
-                f"timestep {timestep} is outside this schedule (1·T/N to T with N = {self.num_inference_steps}); "
-                "pass values from `scheduler.timesteps`."
+                f"timestep {timestep} is outside this schedule (multiples of T/N = {self.sample_scale:g} from "
+                f"T/N to T, N = {self.num_inference_steps}); pass values from `scheduler.timesteps`."
             )
         return index
 
+    def _training_index(self, timesteps: Union[int, torch.Tensor]) -> torch.Tensor:
+        """Integer training times t (a number, `[B]` or `[B, 1, 1, 1]`) → `[B]` long CPU index, checked."""
+        index = torch.as_tensor(timesteps).detach().cpu()
+        if index.is_floating_point() and not bool((index == index.round()).all()):
+            raise ValueError(f"training timesteps must be integers t in 1..T, got {timesteps}.")
+        index = index.long().reshape(-1)
+        if bool(((index < 1) | (index > self.config.num_train_timesteps)).any()):
+            raise ValueError(
+                f"training timesteps must lie in 1..{self.config.num_train_timesteps}, got {index.tolist()}."
+            )
+        return index
+
+    # -- shared pieces ---------------------------------------------------------------------------------
     @staticmethod
-    def _at(values: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """values[index], shaped to broadcast over `like` ([B, C, H, W]) and placed on its device."""
-        picked = values[index]
-        if picked.ndim == 1:
-            picked = picked.reshape(-1, *([1] * (like.ndim - 1)))
-        return picked.to(like.device)
+    def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A per-image value (0-d or `[B]`), shaped to broadcast over `like` (`[B, C, H, W]`), on its device."""
+        if values.ndim == 1:
+            values = values.reshape(-1, *([1] * (like.ndim - 1)))
+        return values.to(like.device)
 
-    def _coefficients(self, schedule: IRSDESchedule, index: torch.Tensor, like: torch.Tensor):
-        at = lambda values, i=index: self._at(values, i, like)
-        return at(schedule.thetas), at(schedule.sigmas), at(schedule.thetas_cumsum), at(schedule.sigma_bars)
+    @classmethod
+    def _at(cls, values: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """values[index] broadcast over `like`."""
+        return cls._broadcast(values[index], like)
 
-    def _noise(self, shape, generator, device, variance_noise: Optional[torch.Tensor]) -> torch.Tensor:
+    @staticmethod
+    def _float32(*tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return tuple(tensor.float() for tensor in tensors)
+
+    @staticmethod
+    def _noise(shape, generator: Generators, device, variance_noise: Optional[torch.Tensor]) -> torch.Tensor:
+        """z ~ N(0, I) in float32: `variance_noise` if given, otherwise drawn with `generator`."""
         if variance_noise is not None:
             if tuple(variance_noise.shape) != tuple(shape):
                 raise ValueError(f"variance_noise must have shape {tuple(shape)}, got {tuple(variance_noise.shape)}.")
@@ -184,102 +232,130 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         return randn_tensor(tuple(shape), generator=generator, device=device, dtype=torch.float32)
 
     @staticmethod
-    def _float32(*tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        return tuple(tensor.float() for tensor in tensors)
+    def _reverse_drift(theta, sigma, sigma_bar, dt, sample, model_output, mu, diffusion_weight: float):
+        """(θ_t (μ − x) − w σ_t² s) dt with the score s = −ε̂ / σ̄_t; w = 1 for the SDE, ½ for its ODE."""
+        score = -model_output / sigma_bar
+        return (theta * (mu - sample) - diffusion_weight * sigma**2 * score) * dt
 
-    # -- sampling ------------------------------------------------------------------------------
+    @staticmethod
+    def _pred_original_sample(thetas_cumsum, sigma_bar, dt, sample, model_output, mu) -> torch.Tensor:
+        """x̂₀ = (x_t − μ − σ̄_t ε̂) e^{θ̄_t dt} + μ."""
+        return (sample - mu - sigma_bar * model_output) * torch.exp(thetas_cumsum * dt) + mu
+
+    def _posterior(self, schedule: IRSDESchedule, index: torch.Tensor):
+        """Weights and std of q(x_{t−1} | x_t, x₀) for index t (0-d or `[B]`): (coef_xt, coef_x0, std).
+
+        With A = e^{−θ_t dt}, B = e^{−θ̄_t dt}, C = e^{−θ̄_{t−1} dt}:
+            mean = A(1 − C²)/(1 − B²) (x_t − μ) + C(1 − A²)/(1 − B²) (x₀ − μ) + μ
+            std  = λ √((1 − A²)(1 − C²)/(1 − B²))
+        """
+        dt = schedule.dt
+        theta, cumsum_t, cumsum_prev = (
+            schedule.thetas[index], schedule.thetas_cumsum[index], schedule.thetas_cumsum[index - 1]
+        )
+        decay_step = torch.exp(-theta * dt)  # A
+        decay_t = torch.exp(-cumsum_t * dt)  # B
+        decay_prev = torch.exp(-cumsum_prev * dt)  # C
+        coef_xt = decay_step * (1 - decay_prev**2) / (1 - decay_t**2)
+        coef_x0 = decay_prev * (1 - decay_step**2) / (1 - decay_t**2)
+        # The authors compute the variance from e^{−2θdt} afresh (not from A²), and take the root through a
+        # log clamped at 1e-20·dt; at t = 1 the variance is 0 and the std ≈ 6e-12. Kept for bitwise parity.
+        decay_step_sq, decay_t_sq = torch.exp(-2 * theta * dt), torch.exp(-2 * cumsum_t * dt)
+        decay_prev_sq = torch.exp(-2 * cumsum_prev * dt)
+        variance = (1 - decay_step_sq) * (1 - decay_prev_sq) / (1 - decay_t_sq)
+        std = (0.5 * torch.log(torch.clamp(variance, min=1e-20 * dt))).exp() * self.max_sigma
+        return coef_xt, coef_x0, std
+
+    @staticmethod
+    def _posterior_mean(coef_xt, coef_x0, sample, original_sample, mu) -> torch.Tensor:
+        return coef_xt * (sample - mu) + coef_x0 * (original_sample - mu) + mu
+
+    def posterior_coefficients(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For t = 1..N of the sampling schedule: the x_t and x₀ weights of the posterior mean and its std (`[N]`)."""
+        return self._posterior(self.sampling_schedule, torch.arange(1, self.num_inference_steps + 1))
+
+    # -- sampling --------------------------------------------------------------------------------------
     def prepare_start_sample(
-        self,
-        mu: torch.Tensor,
-        generator: Union[torch.Generator, List[torch.Generator], None] = None,
-        noise: Optional[torch.Tensor] = None,
+        self, mu: torch.Tensor, generator: Generators = None, noise: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        """x_N = μ + λ ε (`[B, C, H, W]`, float32): the degraded image plus noise of the stationary spread λ."""
+        """x_N = μ + λ ε (`[B, C, H, W]`, float32 on μ's device), the authors' `noise_state`.
+
+        The degraded image plus noise of the stationary spread λ (not σ̄_N). `noise` supplies ε; otherwise it
+        is drawn with `generator` (one per image allowed). The state stays float32 through sampling.
+        """
         (mu,) = self._float32(mu)
         noise = self._noise(mu.shape, generator, mu.device, noise)
         return mu + noise * self.max_sigma
 
-    def _pred_original_sample(self, sample, model_output, mu, thetas_cumsum, sigma_bar, dt) -> torch.Tensor:
-        """x̂₀ = (x_t − μ − σ̄_t ε̂) e^{θ̄_t dt} + μ."""
-        return (sample - mu - sigma_bar * model_output) * torch.exp(thetas_cumsum * dt.to(sample.device)) + mu
+    def _output(self, prev_sample, pred_original, dtype, return_dict):
+        prev_sample, pred_original = prev_sample.to(dtype), pred_original.to(dtype)
+        if not return_dict:
+            return prev_sample, pred_original
+        return IRSDESchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original)
 
-    def _posterior_mean(self, schedule, index, sample, original_sample, mu) -> torch.Tensor:
-        """The optimal x_{t−1} given x_t and x₀ (mean of q(x_{t−1} | x_t, x₀)).
-
-        With A = e^{−θ_t dt}, B = e^{−θ̄_t dt}, C = e^{−θ̄_{t−1} dt}:
-        A(1 − C²)/(1 − B²) (x_t − μ) + C(1 − A²)/(1 − B²) (x₀ − μ) + μ.
-        """
-        dt = schedule.dt.to(sample.device)
-        theta = self._at(schedule.thetas, index, sample)
-        decay_t = torch.exp(-self._at(schedule.thetas_cumsum, index, sample) * dt)
-        decay_prev = torch.exp(-self._at(schedule.thetas_cumsum, index - 1, sample) * dt)
-        decay_step = torch.exp(-theta * dt)
-        coef_xt = decay_step * (1 - decay_prev**2) / (1 - decay_t**2)
-        coef_x0 = decay_prev * (1 - decay_step**2) / (1 - decay_t**2)
-        return coef_xt * (sample - mu) + coef_x0 * (original_sample - mu) + mu
-
-    def _posterior_std(self, schedule, index, like) -> torch.Tensor:
-        """λ √((1 − A²)(1 − C²)/(1 − B²)), through a log clamped at 1e-20·dt as the authors (≈6e-12 at t = 1)."""
-        dt = schedule.dt
-        decay_step = torch.exp(-2 * schedule.thetas[index] * dt)
-        decay_t = torch.exp(-2 * schedule.thetas_cumsum[index] * dt)
-        decay_prev = torch.exp(-2 * schedule.thetas_cumsum[index - 1] * dt)
-        variance = (1 - decay_step) * (1 - decay_prev) / (1 - decay_t)
-        log_variance = torch.log(torch.clamp(variance, min=1e-20 * dt))
-        std = (0.5 * log_variance).exp() * self.max_sigma
-        if std.ndim == 1:
-            std = std.reshape(-1, *([1] * (like.ndim - 1)))
-        return std.to(like.device)
-
-    def posterior_coefficients(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For t = 1..N of the schedule in use: the x_t and x₀ weights of the posterior mean, and its std."""
-        index = torch.arange(1, self.num_inference_steps + 1)
-        s = self.schedule
-        decay_step, decay_t = torch.exp(-s.thetas[index] * s.dt), torch.exp(-s.thetas_cumsum[index] * s.dt)
-        decay_prev = torch.exp(-s.thetas_cumsum[index - 1] * s.dt)
-        coef_xt = decay_step * (1 - decay_prev**2) / (1 - decay_t**2)
-        coef_x0 = decay_prev * (1 - decay_step**2) / (1 - decay_t**2)
-        std = self._posterior_std(s, index, torch.zeros(1))
-        return coef_xt, coef_x0, std
-
-    # -- training ------------------------------------------------------------------------------
+    # -- training --------------------------------------------------------------------------------------
     def sample_training_timesteps(
-        self, batch_size: int, generator: Optional[torch.Generator] = None, device=None
+        self,
+        batch_size: int,
+        generator: Optional[torch.Generator] = None,
+        device: Union[str, torch.device, None] = None,
     ) -> torch.Tensor:
-        """t ~ U{1, …, T}, `[B]` long, as the authors' `generate_random_states`."""
-        return torch.randint(1, self.config.num_train_timesteps + 1, (batch_size,), generator=generator).to(device)
+        """t ~ U{1, …, T} (`[B]` long, on `device`), as the authors' `generate_random_states`."""
+        draw_device = generator.device if generator is not None else "cpu"
+        timesteps = torch.randint(
+            1, self.config.num_train_timesteps + 1, (batch_size,), generator=generator, device=draw_device
+        )
+        return timesteps.to(device) if device is not None else timesteps
 
     def add_noise(
-        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, mu: torch.Tensor
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, *, mu: torch.Tensor
     ) -> torch.Tensor:
-        """The forward marginal x_t = μ + (x₀ − μ) e^{−θ̄_t dt} + σ̄_t ε, for integer training times t (`[B]`, 1..T)."""
+        """The forward marginal x_t = μ̄_t + σ̄_t ε with μ̄_t = μ + (x₀ − μ) e^{−θ̄_t dt}.
+
+        Args:
+            original_samples (`[B, C, H, W]`): x₀, the clean image.
+            noise (`[B, C, H, W]`): ε.
+            timesteps (`int`, `[B]` or `[B, 1, 1, 1]`): integer training times t in 1..T, one per image.
+            mu (`[B, C, H, W]`): μ, the degraded image.
+        Returns:
+            x_t `[B, C, H, W]`, computed in float32, in `original_samples`' dtype. Always on the T-step schedule.
+        """
+        dtype = original_samples.dtype
         x0, noise, mu = self._float32(original_samples, noise, mu)
-        index = torch.as_tensor(timesteps).long().reshape(-1).cpu()
-        _, _, thetas_cumsum, sigma_bar = self._coefficients(self.train_schedule, index, x0)
-        state_mean = mu + (x0 - mu) * torch.exp(-thetas_cumsum * self.train_schedule.dt.to(x0.device))
-        return noise * sigma_bar + state_mean
+        index, schedule = self._training_index(timesteps), self.training_schedule
+        thetas_cumsum = self._at(schedule.thetas_cumsum, index, x0)
+        sigma_bar = self._at(schedule.sigma_bars, index, x0)
+        state_mean = mu + (x0 - mu) * torch.exp(-thetas_cumsum * schedule.dt.to(x0.device))
+        return (noise * sigma_bar + state_mean).to(dtype)
 
     def optimum_prev_sample(
-        self, sample: torch.Tensor, original_samples: torch.Tensor, timesteps: torch.Tensor, mu: torch.Tensor
+        self, sample: torch.Tensor, original_samples: torch.Tensor, timesteps: torch.Tensor, *, mu: torch.Tensor
     ) -> torch.Tensor:
-        """The optimal x_{t−1} from x_t and the clean x₀ (training target)."""
-        sample, x0, mu = self._float32(sample, original_samples, mu)
-        index = torch.as_tensor(timesteps).long().reshape(-1).cpu()
-        return self._posterior_mean(self.train_schedule, index, sample, x0, mu)
+        """The optimal x_{t−1} given x_t and the true x₀ (the posterior mean): the training target.
+
+        Shapes as `add_noise`; returned in `sample`'s dtype. The authors' `reverse_optimum_step`.
+        """
+        dtype = sample.dtype
+        x, x0, mu = self._float32(sample, original_samples, mu)
+        index = self._training_index(timesteps)
+        coef_xt, coef_x0, _ = (self._broadcast(c, x) for c in self._posterior(self.training_schedule, index))
+        return self._posterior_mean(coef_xt, coef_x0, x, x0, mu).to(dtype)
 
     def expected_prev_sample(
-        self, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor, mu: torch.Tensor
+        self, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor, *, mu: torch.Tensor
     ) -> torch.Tensor:
-        """The reverse-SDE mean x_t − (θ_t(μ − x_t) − σ_t² score) dt with score = −ε̂/σ̄_t (training prediction).
+        """The reverse-SDE mean x_t − (θ_t(μ − x_t) + σ_t² ε̂/σ̄_t) dt from the predicted noise ε̂: the prediction.
 
-        The authors' objective is `L1(expected_prev_sample(x_t, ε̂, t, μ), optimum_prev_sample(x_t, x₀, t, μ))`.
+        The authors' objective is `l1(expected_prev_sample(x_t, ε̂, t, mu=μ), optimum_prev_sample(x_t, x₀, t, mu=μ))`.
+        Shapes as `add_noise`; returned in `sample`'s dtype.
         """
-        sample, model_output, mu = self._float32(sample, model_output, mu)
-        index = torch.as_tensor(timesteps).long().reshape(-1).cpu()
-        theta, sigma, _, sigma_bar = self._coefficients(self.train_schedule, index, sample)
-        score = -model_output / sigma_bar
-        drift = (theta * (mu - sample) - sigma**2 * score) * self.train_schedule.dt.to(sample.device)
-        return sample - drift
+        dtype = sample.dtype
+        x, model_output, mu = self._float32(sample, model_output, mu)
+        index, schedule = self._training_index(timesteps), self.training_schedule
+        at = lambda values: self._at(values, index, x)
+        theta, sigma, sigma_bar = at(schedule.thetas), at(schedule.sigmas), at(schedule.sigma_bars)
+        drift = self._reverse_drift(theta, sigma, sigma_bar, schedule.dt.to(x.device), x, model_output, mu, 1.0)
+        return (x - drift).to(dtype)
 
 
 class IRSDEScheduler(_IRSDESchedulerBase):
@@ -293,8 +369,8 @@ class IRSDEScheduler(_IRSDESchedulerBase):
     Args:
         num_train_timesteps (`int`, defaults to 100): T.
         max_sigma (`float`, defaults to 50): λ, the stationary spread; ≥ 1 means a 0..255 scale (50 → 0.196).
-        schedule (`str`, defaults to "cosine"): θ schedule, "cosine", "linear" or "constant".
-        eps (`float`, defaults to 0.005): e^{−θ̄_N dt}, how far the forward process goes towards μ.
+        schedule (`str`, defaults to "cosine"): the θ schedule, "cosine", "linear" or "constant".
+        eps (`float`, defaults to 0.005): e^{−θ̄_N dt}, the share of x₀ − μ left in x_N.
         solver (`str`, defaults to "sde"): "sde" or "ode".
     """
 
@@ -307,8 +383,8 @@ class IRSDEScheduler(_IRSDESchedulerBase):
         eps: float = 0.005,
         solver: str = "sde",
     ):
-        if solver not in ("sde", "ode"):
-            raise ValueError(f"solver must be 'sde' or 'ode', not {solver!r}.")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}.")
         self._setup(num_train_timesteps, max_sigma, schedule, eps)
 
     def step(
@@ -316,40 +392,40 @@ class IRSDEScheduler(_IRSDESchedulerBase):
         model_output: torch.Tensor,
         timestep: Union[float, torch.Tensor],
         sample: torch.Tensor,
+        *,
         mu: torch.Tensor,
-        generator: Union[torch.Generator, List[torch.Generator], None] = None,
+        generator: Generators = None,
         variance_noise: Optional[torch.Tensor] = None,
         return_dict: bool = True,
     ) -> Union[IRSDESchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
-        """One reverse step from x_t to x_{t−1}.
+        """One reverse step from x_t to x_{t−1}, computed in float32.
 
         Args:
             model_output (`[B, C, H, W]`): ε̂, the UNet's noise prediction at x_t.
-            timestep (`float` or `[B]` tensor): the UNet time of x_t, a value of `self.timesteps`.
+            timestep (`float`, 0-d or `[B]` tensor): the UNet time of x_t, a value of `self.timesteps`.
             sample (`[B, C, H, W]`): x_t.
             mu (`[B, C, H, W]`): μ, the degraded image.
-            generator: for z (sde only); ignored when `variance_noise` is given.
-            variance_noise (`[B, C, H, W]`, optional): z itself.
+            generator: draws z (sde only; one generator per image allowed); unused if `variance_noise` is given.
+            variance_noise (`[B, C, H, W]`, optional): z itself (sde only; the ode step has no noise).
         Returns:
-            `IRSDESchedulerOutput(prev_sample, pred_original_sample)` in `sample`'s dtype, or a tuple.
+            `IRSDESchedulerOutput(prev_sample, pred_original_sample)` in `sample`'s dtype, or that tuple.
         """
         dtype = sample.dtype
         x, model_output, mu = self._float32(sample, model_output, mu)
-        index = self._step_index(timestep)
-        theta, sigma, thetas_cumsum, sigma_bar = self._coefficients(self.schedule, index, x)
-        dt = self.dt.to(x.device)
-        score = -model_output / sigma_bar
+        index, schedule = self.index_for_timestep(timestep), self.sampling_schedule
+        at = lambda values: self._at(values, index, x)
+        theta, sigma, thetas_cumsum, sigma_bar = (
+            at(schedule.thetas), at(schedule.sigmas), at(schedule.thetas_cumsum), at(schedule.sigma_bars)
+        )
+        dt = schedule.dt.to(x.device)
         if self.config.solver == "sde":
-            drift = (theta * (mu - x) - sigma**2 * score) * dt
+            drift = self._reverse_drift(theta, sigma, sigma_bar, dt, x, model_output, mu, 1.0)
             z = self._noise(x.shape, generator, x.device, variance_noise)
-            prev_sample = x - drift - sigma * (z * math.sqrt(float(self.dt)))
+            prev_sample = x - drift - sigma * (z * math.sqrt(float(schedule.dt)))
         else:
-            drift = (theta * (mu - x) - 0.5 * sigma**2 * score) * dt
-            prev_sample = x - drift
-        pred_original = self._pred_original_sample(x, model_output, mu, thetas_cumsum, sigma_bar, self.dt)
-        if not return_dict:
-            return prev_sample.to(dtype), pred_original.to(dtype)
-        return IRSDESchedulerOutput(prev_sample=prev_sample.to(dtype), pred_original_sample=pred_original.to(dtype))
+            prev_sample = x - self._reverse_drift(theta, sigma, sigma_bar, dt, x, model_output, mu, 0.5)
+        pred_original = self._pred_original_sample(thetas_cumsum, sigma_bar, dt, x, model_output, mu)
+        return self._output(prev_sample, pred_original, dtype, return_dict)
 
 
 class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
@@ -363,7 +439,7 @@ class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
 
     Args:
         num_train_timesteps (`int`, defaults to 100): T.
-        max_sigma (`float`, defaults to 50): λ; ≥ 1 means a 0..255 scale.
+        max_sigma (`float`, defaults to 50): λ; ≥ 1 means a 0..255 scale (50 → 0.196).
         schedule (`str`, defaults to "cosine"): "cosine", "linear" or "constant".
         eps (`float`, defaults to 0.005): e^{−θ̄_N dt}.
     """
@@ -383,24 +459,25 @@ class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
         model_output: torch.Tensor,
         timestep: Union[float, torch.Tensor],
         sample: torch.Tensor,
+        *,
         mu: torch.Tensor,
-        generator: Union[torch.Generator, List[torch.Generator], None] = None,
+        generator: Generators = None,
         variance_noise: Optional[torch.Tensor] = None,
         return_dict: bool = True,
     ) -> Union[IRSDESchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
-        """One posterior step from x_t to x_{t−1}; arguments as `IRSDEScheduler.step`.
+        """One posterior step from x_t to x_{t−1}; arguments and returns as `IRSDEScheduler.step`.
 
-        The noise z is drawn at every step, t = 1 included (there its std is ≈ 6e-12), as the authors do,
-        so that a generator gives their sequence of draws.
+        z is drawn at every step, t = 1 included (where its std is ≈ 6e-12), as the authors do, so that a
+        generator gives their sequence of draws.
         """
         dtype = sample.dtype
         x, model_output, mu = self._float32(sample, model_output, mu)
-        index = self._step_index(timestep)
-        _, _, thetas_cumsum, sigma_bar = self._coefficients(self.schedule, index, x)
-        pred_original = self._pred_original_sample(x, model_output, mu, thetas_cumsum, sigma_bar, self.dt)
-        mean = self._posterior_mean(self.schedule, index, x, pred_original, mu)
+        index, schedule = self.index_for_timestep(timestep), self.sampling_schedule
+        at = lambda values: self._at(values, index, x)
+        pred_original = self._pred_original_sample(
+            at(schedule.thetas_cumsum), at(schedule.sigma_bars), schedule.dt.to(x.device), x, model_output, mu
+        )
+        coef_xt, coef_x0, std = (self._broadcast(c, x) for c in self._posterior(schedule, index))
         z = self._noise(x.shape, generator, x.device, variance_noise)
-        prev_sample = mean + self._posterior_std(self.schedule, index, x) * z
-        if not return_dict:
-            return prev_sample.to(dtype), pred_original.to(dtype)
-        return IRSDESchedulerOutput(prev_sample=prev_sample.to(dtype), pred_original_sample=pred_original.to(dtype))
+        prev_sample = self._posterior_mean(coef_xt, coef_x0, x, pred_original, mu) + std * z
+        return self._output(prev_sample, pred_original, dtype, return_dict)

@@ -1,5 +1,6 @@
 """IR-SDE schedulers against the authors' arrays, plus diffusers' common scheduler checks."""
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -22,7 +23,8 @@ def test_schedule_arrays_match_the_authors(reference, schedule, sample_T):
     key = f"sde.{schedule}.T100.sampleT{sample_T}"
     scheduler = _scheduler_for(schedule, sample_T)
     for name in ("thetas", "sigmas", "thetas_cumsum", "sigma_bars"):
-        np.testing.assert_allclose(getattr(scheduler, name).numpy(), reference[f"{key}.{name}"], atol=1e-6, err_msg=name)
+        ours, theirs = getattr(scheduler, name).numpy(), reference[f"{key}.{name}"]
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0, err_msg=name)
     np.testing.assert_allclose(float(scheduler.dt), reference[f"{key}.dt"], atol=1e-6)
     assert scheduler.sample_scale == pytest.approx(float(reference[f"{key}.sample_scale"]))
     assert scheduler.max_sigma == pytest.approx(float(reference[f"{key}.max_sigma"]))
@@ -33,7 +35,10 @@ def test_schedule_arrays_match_the_authors(reference, schedule, sample_T):
 
 
 def _teacher_forced(reference, prefix, noise_prefix, scheduler, use_noise=True):
-    """Every recorded step: from the authors' x_t and ε̂ (and z), our x_{t−1} must be theirs."""
+    """Every recorded step: from the authors' x_t and ε̂ (and z), our x_{t−1} must be theirs.
+
+    Returns the largest absolute error over all steps (the states reach about ±200 with the random tiny UNet).
+    """
     states = torch.from_numpy(reference[f"{prefix}.unet_in_x"])
     outputs = torch.from_numpy(reference[f"{prefix}.unet_out"])
     noise = torch.from_numpy(reference[f"{noise_prefix}.step_noise"])
@@ -61,14 +66,14 @@ def _teacher_forced(reference, prefix, noise_prefix, scheduler, use_noise=True):
 )
 def test_teacher_forced_steps_match_the_authors(reference, prefix, noise_prefix, scheduler, steps):
     scheduler.set_timesteps(steps)
-    assert _teacher_forced(reference, prefix, noise_prefix, scheduler) < 1e-5
+    use_noise = scheduler.config.get("solver") != "ode"  # the probability-flow ODE step has no noise
+    assert _teacher_forced(reference, prefix, noise_prefix, scheduler, use_noise=use_noise) < 1e-5
 
 
 def test_start_state_is_mu_plus_max_sigma_noise(reference):
     scheduler = IRSDEPosteriorScheduler()
-    start = scheduler.prepare_start_sample(
-        torch.from_numpy(reference["sample_tiny.LQ"]), noise=torch.from_numpy(reference["sample_tiny.noise_state_noise"])
-    )
+    mu, noise = (torch.from_numpy(reference[f"sample_tiny.{name}"]) for name in ("LQ", "noise_state_noise"))
+    start = scheduler.prepare_start_sample(mu, noise=noise)
     np.testing.assert_allclose(start.numpy(), reference["sample_tiny.noisy_state"], atol=1e-6)
     assert scheduler.init_noise_sigma == pytest.approx(50 / 255)
 
@@ -131,17 +136,26 @@ def test_save_load_round_trip(tmp_path, cls):
 def test_from_config_swaps_both_ways_without_warnings(caplog):
     diffusers_logging.enable_propagation()
     try:
-        with caplog.at_level(logging.WARNING):
+        with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             sde = IRSDEScheduler(max_sigma=30, solver="ode")
             posterior = IRSDEPosteriorScheduler.from_config(sde.config)
             back = IRSDEScheduler.from_config(posterior.config)
+            # the pipeline's sampler switch: any IR-SDE config plus an explicit solver
+            switched = IRSDEScheduler.from_config(IRSDEPosteriorScheduler().config, solver="ode")
+            fresh = IRSDEPosteriorScheduler.from_config(IRSDEScheduler().config)
     finally:
         diffusers_logging.disable_propagation()
     assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert [str(warning.message) for warning in caught] == []
     assert posterior.config.max_sigma == 30 and back.config.max_sigma == 30
     # diffusers keeps the other class's keys hidden in the config, so a round trip restores the solver
-    assert back.config.solver == "ode"
-    assert IRSDEPosteriorScheduler in IRSDEScheduler().compatibles
+    assert back.config.solver == "ode" and switched.config.solver == "ode"
+    assert isinstance(fresh, IRSDEPosteriorScheduler) and fresh.config.eps == 0.005
+    assert set(IRSDEScheduler().compatibles) == set(IRSDEPosteriorScheduler().compatibles) == {
+        IRSDEScheduler,
+        IRSDEPosteriorScheduler,
+    }
 
 
 def _random_step_inputs(seed=0, batch=2, dtype=torch.float32):
@@ -164,16 +178,20 @@ def test_step_shapes_dtypes_dict_and_tuple(scheduler):
         assert torch.equal(prev, out.prev_sample) and torch.equal(original, out.pred_original_sample)
     # half precision inputs are computed in float32 internally
     eps, x, mu = _random_step_inputs(dtype=torch.float32)
-    full = scheduler.step(eps.half(), scheduler.timesteps[3], x.half(), mu=mu.half(), variance_noise=torch.zeros_like(x))
-    reference = scheduler.step(eps.half().float(), scheduler.timesteps[3], x.half().float(), mu=mu.half().float(), variance_noise=torch.zeros_like(x))
-    torch.testing.assert_close(full.prev_sample.float(), reference.prev_sample.half().float())
+    t, zeros = scheduler.timesteps[3], torch.zeros_like(x)
+    half = scheduler.step(eps.half(), t, x.half(), mu=mu.half(), variance_noise=zeros)
+    full = scheduler.step(eps.half().float(), t, x.half().float(), mu=mu.half().float(), variance_noise=zeros)
+    assert torch.equal(half.prev_sample, full.prev_sample.half())
 
 
 def test_generator_makes_steps_reproducible_and_different_seeds_differ():
     scheduler = IRSDEPosteriorScheduler()
     scheduler.set_timesteps(10)
     eps, x, mu = _random_step_inputs()
-    run = lambda seed: scheduler.step(eps, scheduler.timesteps[0], x, mu=mu, generator=torch.Generator().manual_seed(seed)).prev_sample
+    def run(seed):
+        generator = torch.Generator().manual_seed(seed)
+        return scheduler.step(eps, scheduler.timesteps[0], x, mu=mu, generator=generator).prev_sample
+
     assert torch.equal(run(3), run(3))
     assert not torch.equal(run(3), run(4))
 
@@ -186,7 +204,8 @@ def test_per_sample_timesteps_equal_separate_steps(scheduler):
     times = torch.stack([scheduler.timesteps[0], scheduler.timesteps[6]])
     together = scheduler.step(eps, times, x, mu=mu, variance_noise=noise).prev_sample
     for i in range(2):
-        alone = scheduler.step(eps[i : i + 1], times[i], x[i : i + 1], mu=mu[i : i + 1], variance_noise=noise[i : i + 1])
+        one = slice(i, i + 1)
+        alone = scheduler.step(eps[one], times[i], x[one], mu=mu[one], variance_noise=noise[one])
         torch.testing.assert_close(together[i : i + 1], alone.prev_sample, atol=1e-6, rtol=0)
     # and the training helpers take per-sample integer times too
     states = scheduler.add_noise(x, noise, torch.tensor([3, 90]), mu=mu)
@@ -205,3 +224,159 @@ def test_ode_is_deterministic_and_sde_is_not():
     c = sde.step(eps, sde.timesteps[2], x, mu=mu, generator=torch.Generator().manual_seed(0)).prev_sample
     d = sde.step(eps, sde.timesteps[2], x, mu=mu, generator=torch.Generator().manual_seed(1)).prev_sample
     assert not torch.equal(c, d)
+
+
+def test_defaults_are_the_authors_test_settings():
+    for cls in (IRSDEScheduler, IRSDEPosteriorScheduler):
+        scheduler = cls()
+        config = scheduler.config
+        settings = (config.num_train_timesteps, config.max_sigma, config.schedule, config.eps)
+        assert settings == (100, 50.0, "cosine", 0.005)
+        assert len(scheduler) == 100 and scheduler.order == 1
+        assert scheduler.num_inference_steps == 100  # the training schedule applies before set_timesteps
+        assert scheduler.timesteps.tolist() == [float(t) for t in range(100, 0, -1)]
+        for name in ("thetas", "sigmas", "thetas_cumsum", "sigma_bars", "dt"):
+            assert getattr(scheduler, name).dtype == torch.float32
+    assert IRSDEScheduler().config.solver == "sde"
+
+
+def test_other_num_train_timesteps_and_integer_types():
+    scheduler = IRSDEScheduler(num_train_timesteps=30)
+    scheduler.set_timesteps(np.int64(7))  # numpy integers are integers too
+    assert scheduler.num_inference_steps == 7 and len(scheduler.timesteps) == 7
+    assert scheduler.timesteps[0] == 30.0 and float(scheduler.timesteps[-1]) == pytest.approx(30 / 7)
+    # every listed time maps back to its schedule index, whatever the rounding of t·T/N in float32
+    assert scheduler.index_for_timestep(scheduler.timesteps).tolist() == list(range(7, 0, -1))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(num_train_timesteps=0),
+        dict(num_train_timesteps=2.5),
+        dict(num_train_timesteps=True),
+        dict(max_sigma="50"),
+        dict(max_sigma=0),
+        dict(eps=1),
+        dict(eps=-0.1),
+    ],
+)
+def test_more_bad_config_is_refused_with_the_key_in_the_message(bad):
+    (key,) = bad
+    for cls in (IRSDEScheduler, IRSDEPosteriorScheduler):
+        with pytest.raises(ValueError, match=key):
+            cls(**bad)
+
+
+def test_timesteps_off_the_sampling_grid_are_refused():
+    scheduler = IRSDEScheduler()
+    scheduler.set_timesteps(20)  # times 100, 95, …, 5
+    x = torch.zeros(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="outside this schedule"):
+        scheduler.step(x, 37.0, x, mu=x)  # an index of the 100-step schedule, not a time of this one
+    with pytest.raises(ValueError, match="outside this schedule"):
+        scheduler.step(x, 105.0, x, mu=x)
+    scheduler.step(x, torch.tensor(95.0), x, mu=x)  # a 0-d tensor is fine
+
+
+def test_mu_is_a_required_keyword():
+    scheduler = IRSDEPosteriorScheduler()
+    x = torch.zeros(1, 3, 4, 4)
+    with pytest.raises(TypeError):
+        scheduler.step(x, 100.0, x, x)
+    with pytest.raises(TypeError):
+        scheduler.step(x, 100.0, x)
+    with pytest.raises(TypeError):
+        scheduler.add_noise(x, x, torch.tensor([3]), x)
+
+
+def test_training_timesteps_are_validated_and_take_either_shape():
+    scheduler = IRSDEPosteriorScheduler()
+    eps, x, mu = _random_step_inputs(batch=2)
+    for bad in (torch.tensor([0, 5]), torch.tensor([5, 101]), torch.tensor([2.5, 3.0])):
+        with pytest.raises(ValueError, match="training timesteps"):
+            scheduler.add_noise(x, eps, bad, mu=mu)
+    flat = scheduler.add_noise(x, eps, torch.tensor([4, 77]), mu=mu)
+    boxed = scheduler.add_noise(x, eps, torch.tensor([4, 77]).reshape(2, 1, 1, 1), mu=mu)
+    assert torch.equal(flat, boxed)
+    scalar = scheduler.add_noise(x, eps, 4, mu=mu)
+    assert torch.equal(scalar[:1], flat[:1])
+
+
+def test_training_helpers_keep_the_input_dtype():
+    scheduler = IRSDEScheduler()
+    for dtype in (torch.float16, torch.bfloat16):
+        eps, x, mu = _random_step_inputs(dtype=dtype)
+        t = torch.tensor([10, 60])
+        assert scheduler.add_noise(x, eps, t, mu=mu).dtype == dtype
+        assert scheduler.optimum_prev_sample(x, x, t, mu=mu).dtype == dtype
+        assert scheduler.expected_prev_sample(x, eps, t, mu=mu).dtype == dtype
+
+
+def test_true_noise_recovers_the_clean_image_and_the_optimum():
+    """With ε̂ = ε, x̂₀ is x₀ and the posterior mean is the training optimum (schedule on N = T)."""
+    scheduler = IRSDEPosteriorScheduler()
+    noise, x0, mu = _random_step_inputs(batch=2)
+    t = torch.tensor([30, 30])
+    xt = scheduler.add_noise(x0, noise, t, mu=mu)
+    out = scheduler.step(noise, scheduler.timesteps[100 - 30], xt, mu=mu, variance_noise=torch.zeros_like(xt))
+    torch.testing.assert_close(out.pred_original_sample, x0, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.prev_sample, scheduler.optimum_prev_sample(xt, x0, t, mu=mu), atol=1e-4, rtol=0)
+
+
+def test_the_last_posterior_step_still_draws_noise():
+    """The authors draw z at t = 1 too (std ≈ 6e-12), so a generator stays in step with their draws."""
+    scheduler = IRSDEPosteriorScheduler()
+    eps, x, mu = _random_step_inputs()
+    generator = torch.Generator().manual_seed(0)
+    scheduler.step(eps, scheduler.timesteps[-1], x, mu=mu, generator=generator)
+    assert not torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())
+    _, _, std = scheduler.posterior_coefficients()
+    assert 0 < float(std[0]) < 1e-10
+
+
+@pytest.mark.parametrize("scheduler", [IRSDEScheduler(), IRSDEPosteriorScheduler()])
+def test_generator_lists_draw_one_image_each(scheduler):
+    scheduler.set_timesteps(10)
+    eps, x, mu = _random_step_inputs(batch=2)
+    t = scheduler.timesteps[4]
+    together = scheduler.step(
+        eps, t, x, mu=mu, generator=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    ).prev_sample
+    for i, seed in enumerate((1, 2)):
+        alone = scheduler.step(
+            eps[i : i + 1], t, x[i : i + 1], mu=mu[i : i + 1], generator=torch.Generator().manual_seed(seed)
+        ).prev_sample
+        torch.testing.assert_close(together[i : i + 1], alone, atol=1e-6, rtol=0)
+    generators = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    start = scheduler.prepare_start_sample(mu, generator=generators)
+    assert start.shape == mu.shape and start.dtype == torch.float32
+
+
+def test_sample_training_timesteps_device_and_shape():
+    scheduler = IRSDEPosteriorScheduler()
+    drawn = scheduler.sample_training_timesteps(3, device="cpu")
+    assert drawn.shape == (3,) and drawn.device.type == "cpu"
+    again = scheduler.sample_training_timesteps(3, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(again, scheduler.sample_training_timesteps(3, generator=torch.Generator().manual_seed(7)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("scheduler", [IRSDEScheduler(), IRSDEScheduler(solver="ode"), IRSDEPosteriorScheduler()])
+def test_cuda_matches_cpu(scheduler):
+    eps, x, mu = _random_step_inputs(batch=2)
+    noise = torch.randn_like(x)
+    cpu_scheduler = type(scheduler).from_config(scheduler.config)
+    cpu_scheduler.set_timesteps(10)
+    scheduler.set_timesteps(10, device="cuda")
+    times = torch.stack([scheduler.timesteps[1], scheduler.timesteps[8]])
+    on_gpu = scheduler.step(eps.cuda(), times, x.cuda(), mu=mu.cuda(), variance_noise=noise.cuda())
+    on_cpu = cpu_scheduler.step(eps, times.cpu(), x, mu=mu, variance_noise=noise)
+    assert on_gpu.prev_sample.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.prev_sample.cpu(), on_cpu.prev_sample, atol=1e-5, rtol=1e-5)
+    generator = torch.Generator("cuda").manual_seed(0)
+    half = scheduler.step(eps.cuda().half(), times, x.cuda().half(), mu=mu.cuda().half(), generator=generator)
+    assert half.prev_sample.dtype == torch.float16
+    t = scheduler.sample_training_timesteps(2, device="cuda")
+    states = scheduler.add_noise(x.cuda(), noise.cuda(), t, mu=mu.cuda())
+    assert states.device.type == "cuda"
