@@ -10,8 +10,8 @@ from .pipelines.daclip.hub import download_original_checkpoints
 from .schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
 from .utils import CheckpointError
 
-# ComfyUI looks for these two names in the package it imports.
-from .daclip_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+# ComfyUI looks for these names in the package it imports.
+from .daclip_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY
 
 __version__ = "0.1.0"
 
@@ -27,4 +27,5 @@ __all__ = [
     "CheckpointError",
     "NODE_CLASS_MAPPINGS",
     "NODE_DISPLAY_NAME_MAPPINGS",
+    "WEB_DIRECTORY",
 ]

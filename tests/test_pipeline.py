@@ -331,3 +331,27 @@ def test_dtype_casts_work_without_false_warnings(tiny_pipe, lq_image, caplog):
     assert pipe.unet.dtype == torch.bfloat16 and pipe.daclip.dtype == torch.bfloat16
     out = pipe(lq_image, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
     assert out.images.dtype == np.float32 and np.isfinite(out.images).all()
+
+
+def test_precomputed_embeddings_give_the_same_result_without_daclip(tiny_pipe, lq_image):
+    lq = torch.from_numpy(np.asarray(lq_image, np.float32) / 255).permute(2, 0, 1)[None]
+    content, degradation = tiny_pipe.encode_image(lq, torch.device("cpu"))
+    auto = tiny_pipe(lq_image, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")
+    without_daclip = DACLIPPipeline(daclip=None, unet=tiny_pipe.unet, scheduler=tiny_pipe.scheduler)
+    without_daclip.set_progress_bar_config(disable=True)
+    given = without_daclip(
+        lq_image,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        content_embeds=content[0],
+        degradation_embeds=degradation,
+    )
+    np.testing.assert_array_equal(given.images, auto.images)
+    assert given.degradations == [None]
+    with pytest.raises(ValueError, match="together"):
+        without_daclip(lq_image, num_inference_steps=1, content_embeds=content)
+    with pytest.raises(ValueError, match="not degradation"):
+        without_daclip(lq_image, num_inference_steps=1, content_embeds=content, degradation_embeds=degradation, degradation="rainy")
+    with pytest.raises(ValueError, match="rows for"):
+        without_daclip([lq_image] * 3, num_inference_steps=1, content_embeds=content.repeat(2, 1), degradation_embeds=degradation)

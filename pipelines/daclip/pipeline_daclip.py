@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import PIL.Image
@@ -174,7 +174,7 @@ class DACLIPPipeline(DiffusionPipeline):
         input_ids = self.daclip.tokenize(list(texts)).to(device)
         return self.daclip(input_ids=input_ids).text_embeds.float()
 
-    def _degradation_condition(self, degradation: DegradationInput, image_degradation_embeds: torch.Tensor, device):
+    def degradation_condition(self, degradation: DegradationInput, image_degradation_embeds: torch.Tensor, device):
         """What the UNet sees as the degradation, and the label to report, per image.
 
         A text (a label such as "hazy", or free text) replaces the image's own degradation embedding by the
@@ -208,6 +208,8 @@ class DACLIPPipeline(DiffusionPipeline):
         latents: Optional[torch.Tensor],
         output_type: str,
         callback_on_step_end_tensor_inputs: Sequence[str],
+        content_embeds: Optional[torch.Tensor] = None,
+        degradation_embeds: Optional[torch.Tensor] = None,
     ) -> None:
         num_train_timesteps = self.scheduler.config.num_train_timesteps
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= num_train_timesteps:
@@ -225,11 +227,14 @@ class DACLIPPipeline(DiffusionPipeline):
         if isinstance(degradation, str) and not degradation.strip():
             raise ValueError("degradation must be a non-empty text, an embedding, or None to detect it.")
         if isinstance(degradation, torch.Tensor):
-            expected = self.unet.config.context_dim
-            if degradation.shape[-1] != expected or degradation.ndim not in (1, 2):
-                raise ValueError(
-                    f"a degradation embedding must be [{expected}] or [B, {expected}]; got {tuple(degradation.shape)}."
-                )
+            self._check_embedding("a degradation embedding", degradation, len(images))
+        if (content_embeds is None) != (degradation_embeds is None):
+            raise ValueError("give content_embeds and degradation_embeds together, or neither.")
+        if content_embeds is not None:
+            if degradation is not None:
+                raise ValueError("with precomputed embeddings, steer through degradation_embeds, not degradation.")
+            self._check_embedding("content_embeds", content_embeds, len(images))
+            self._check_embedding("degradation_embeds", degradation_embeds, len(images))
         if latents is not None:
             if len({tuple(image.shape) for image in images}) != 1:
                 raise ValueError("latents can only be given for a batch of images of one size.")
@@ -243,6 +248,13 @@ class DACLIPPipeline(DiffusionPipeline):
             raise ValueError(
                 f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not among {self._callback_tensor_inputs}."
             )
+
+    def _check_embedding(self, what: str, embeds: torch.Tensor, batch_size: int) -> None:
+        expected = self.unet.config.context_dim
+        if embeds.ndim not in (1, 2) or embeds.shape[-1] != expected:
+            raise ValueError(f"{what} must be [{expected}] or [B, {expected}]; got {tuple(embeds.shape)}.")
+        if embeds.ndim == 2 and embeds.shape[0] not in (1, batch_size):
+            raise ValueError(f"{what} has {embeds.shape[0]} rows for {batch_size} images; give 1 or {batch_size}.")
 
     @property
     def num_timesteps(self) -> int:
@@ -271,6 +283,8 @@ class DACLIPPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         tile_size: Optional[int] = None,
         tile_overlap: int = 32,
+        content_embeds: Optional[torch.Tensor] = None,
+        degradation_embeds: Optional[torch.Tensor] = None,
     ):
         r"""
         Restore one image or a batch.
@@ -295,6 +309,8 @@ class DACLIPPipeline(DiffusionPipeline):
             tile_size: predict the noise in overlapping tiles of this many pixels (e.g. 512) to bound memory
                 for large images; None (default) runs the UNet on the whole image, as the authors.
             tile_overlap: pixels shared by neighbouring tiles, blended linearly.
+            content_embeds, degradation_embeds: precomputed DA-CLIP embeddings (`[D]` or `[B, D]`, given
+                together, e.g. from `encode_image`); DA-CLIP is then not run and no label is reported.
 
         Returns:
             [`DACLIPPipelineOutput`] (or a tuple `(images, degradations, degradation_probabilities)`).
@@ -303,7 +319,15 @@ class DACLIPPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         images = to_rgb_tensors(image)
         self.check_inputs(
-            images, num_inference_steps, generator, degradation, latents, output_type, callback_on_step_end_tensor_inputs
+            images,
+            num_inference_steps,
+            generator,
+            degradation,
+            latents,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+            content_embeds,
+            degradation_embeds,
         )
         if tile_size is not None:
             check_tiling(tile_size, tile_overlap, self.unet.min_sample_size)
@@ -323,8 +347,14 @@ class DACLIPPipeline(DiffusionPipeline):
             group_degradation = degradation
             if isinstance(degradation, (list, tuple)):
                 group_degradation = [degradation[i] for i in group]
-            elif isinstance(degradation, torch.Tensor) and degradation.ndim == 2 and degradation.shape[0] == len(images):
-                group_degradation = degradation[group]
+            elif isinstance(degradation, torch.Tensor):
+                group_degradation = _rows_for(degradation, group, len(images))
+            group_embeds = None
+            if content_embeds is not None:
+                group_embeds = (
+                    _rows_for(content_embeds, group, len(images)),
+                    _rows_for(degradation_embeds, group, len(images)),
+                )
             result, group_labels, group_probabilities = self._restore_batch(
                 torch.stack([images[i] for i in group]),
                 num_inference_steps,
@@ -335,6 +365,7 @@ class DACLIPPipeline(DiffusionPipeline):
                 callback_on_step_end_tensor_inputs,
                 tile_size,
                 tile_overlap,
+                group_embeds,
             )
             for position, index in enumerate(group):
                 restored[index] = result[position]
@@ -351,6 +382,14 @@ class DACLIPPipeline(DiffusionPipeline):
         if not return_dict:
             return output_images, labels, probabilities
         return DACLIPPipelineOutput(images=output_images, degradations=labels, degradation_probabilities=probabilities)
+
+    def _degradation_and_labels(self, degradation: DegradationInput, image_degradation_embeds: torch.Tensor, device):
+        """The UNet's degradation embedding, and per image the label to report and its probability."""
+        degradation_embeds, given_texts = self.degradation_condition(degradation, image_degradation_embeds, device)
+        if given_texts is not None:
+            return degradation_embeds, given_texts, [None] * len(given_texts)
+        predictions = self.daclip.classify_degradation_embeds(image_degradation_embeds)
+        return degradation_embeds, [p.label for p in predictions], [p.probability for p in predictions]
 
     def _predict_noise(self, latents, timestep, mu, degradation_embeds, content_embeds, tile_size, tile_overlap):
         """ε̂ at x_t, in one UNet call or, with `tile_size`, in overlapping tiles (see `tiling.py`)."""
@@ -380,18 +419,23 @@ class DACLIPPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str],
         tile_size: Optional[int],
         tile_overlap: int,
+        precomputed_embeds: Optional[Tuple[torch.Tensor, torch.Tensor]],
     ):
         device = self._execution_device
+        batch_size = len(images)
 
-        # 1. Encode: DA-CLIP sees the degraded image once.
-        content_embeds, image_degradation_embeds = self.encode_image(images, device)
-        degradation_embeds, given_texts = self._degradation_condition(degradation, image_degradation_embeds, device)
-        if given_texts is None:
-            predictions = self.daclip.classify_degradation_embeds(image_degradation_embeds)
-            labels = [prediction.label for prediction in predictions]
-            probabilities = [prediction.probability for prediction in predictions]
+        # 1. Encode: DA-CLIP sees the degraded image once (unless the caller already did).
+        if precomputed_embeds is not None:
+            content_embeds, degradation_embeds = (
+                embeds.to(device=device, dtype=torch.float32).expand(batch_size, -1) for embeds in precomputed_embeds
+            )
+            labels, probabilities = [None] * batch_size, [None] * batch_size
         else:
-            labels, probabilities = given_texts, [None] * len(images)
+            content_embeds, image_degradation_embeds = self.encode_image(images, device)
+            degradation_embeds, labels, probabilities = self._degradation_and_labels(
+                degradation, image_degradation_embeds, device
+            )
+
 
         # 2. Start state x_N = μ + σ·ε, in float32 (the scheduler works in float32 whatever the UNet dtype).
         mu = images.to(device=device, dtype=torch.float32)
@@ -419,6 +463,13 @@ class DACLIPPipeline(DiffusionPipeline):
                 mu = callback_outputs.get("mu", mu)
 
         return latents, labels, probabilities
+
+
+def _rows_for(embeds: torch.Tensor, group: List[int], batch_size: int) -> torch.Tensor:
+    """The rows of a `[D]`, `[1, D]` or `[batch_size, D]` embedding that belong to the images in `group`."""
+    if embeds.ndim == 2 and embeds.shape[0] == batch_size and batch_size > 1:
+        return embeds[group]
+    return embeds if embeds.ndim == 2 else embeds[None]
 
 
 def check_components_match(daclip: DACLIPModel, unet: DACLIPUNet2DModel, daclip_name="DA-CLIP", unet_name="UNet"):

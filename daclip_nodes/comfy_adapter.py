@@ -1,0 +1,197 @@
+"""Everything the nodes need from ComfyUI, in one place, with fallbacks so the pack imports without it.
+
+Inside ComfyUI this module uses its `folder_paths` registry (the `models/daclip/` folder), its progress bar,
+its interruption flag and its memory manager. Without ComfyUI (tests, scripts) the same functions work on
+folders set with `set_model_folders`, report progress nowhere and are never interrupted.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import List, Optional
+
+import torch
+
+# ComfyUI has imported its `folder_paths` and `comfy` modules before it imports custom nodes. Only then are
+# they used: importing them ourselves elsewhere (say, tests run from inside a ComfyUI checkout) would run
+# ComfyUI's device setup, which reads ComfyUI's command line.
+if "folder_paths" in sys.modules:
+    import comfy.model_management as _model_management
+    import comfy.utils as _comfy_utils
+    import folder_paths as _folder_paths
+else:
+    _model_management = _comfy_utils = _folder_paths = None
+
+IN_COMFYUI = _folder_paths is not None
+
+MODEL_FOLDER = "daclip"
+# Model files; a diffusers folder is recognised by its marker file next to its weights (see model_entries).
+MODEL_EXTENSIONS = {".pt", ".pth", ".safetensors"}
+PIPELINE_MARKER = "model_index.json"
+COMPONENT_MARKER = "config.json"
+
+_fallback_folders: List[str] = []
+
+
+def register_model_folder() -> None:
+    """Add `models/daclip` to ComfyUI's model folders, keeping any paths a user configured for "daclip"
+    (e.g. in `extra_model_paths.yaml`, which ComfyUI reads before it imports custom nodes)."""
+    if not IN_COMFYUI:
+        return
+    default = os.path.join(_folder_paths.models_dir, MODEL_FOLDER)
+    _folder_paths.add_model_folder_path(MODEL_FOLDER, default, is_default=True)
+    paths, _ = _folder_paths.folder_names_and_paths[MODEL_FOLDER]
+    _folder_paths.folder_names_and_paths[MODEL_FOLDER] = (paths, set(MODEL_EXTENSIONS))
+
+
+def set_model_folders(folders: List[str]) -> None:
+    """Outside ComfyUI: the folders searched for models (inside ComfyUI, `extra_model_paths.yaml` does this)."""
+    _fallback_folders[:] = [os.fspath(folder) for folder in folders]
+
+
+def model_folders() -> List[str]:
+    if IN_COMFYUI:
+        return _folder_paths.get_folder_paths(MODEL_FOLDER)
+    return list(_fallback_folders)
+
+
+def _list_files() -> List[str]:
+    """Model files under the model folders, relative to their folder (as `folder_paths.get_filename_list`)."""
+    if IN_COMFYUI:
+        return _folder_paths.get_filename_list(MODEL_FOLDER)
+    found = set()
+    for root in _fallback_folders:
+        for directory, subdirectories, files in os.walk(root, followlinks=True):
+            subdirectories[:] = [name for name in subdirectories if name != ".git"]
+            for name in files:
+                if os.path.splitext(name)[1].lower() in MODEL_EXTENSIONS:
+                    found.add(os.path.relpath(os.path.join(directory, name), root))
+    return sorted(found)
+
+
+def _full_path_or_raise(filename: str) -> str:
+    """A listed file's absolute path (as `folder_paths.get_full_path_or_raise`: never outside the folders)."""
+    if IN_COMFYUI:
+        return _folder_paths.get_full_path_or_raise(MODEL_FOLDER, filename)
+    relative = os.path.relpath(os.path.join("/", filename), "/")
+    for root in _fallback_folders:
+        candidate = os.path.join(root, relative)
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"Model in folder '{MODEL_FOLDER}' with filename '{filename}' not found.")
+
+
+def _diffusers_folder_of(filename: str) -> Optional[str]:
+    """The diffusers folder (relative, `/`-separated) that a listed weights file belongs to, if any.
+
+    The nearest folder with a `model_index.json` (a saved pipeline) wins over the component folder with a
+    `config.json` inside it, so a saved pipeline appears once, not once per component.
+    """
+    parts = filename.replace("\\", "/").split("/")[:-1]
+    file_directory = os.path.dirname(_full_path_or_raise(filename))
+    directory = file_directory
+    for depth in range(len(parts), 0, -1):
+        if os.path.isfile(os.path.join(directory, PIPELINE_MARKER)):
+            return "/".join(parts[:depth])
+        directory = os.path.dirname(directory)
+    if parts and os.path.isfile(os.path.join(file_directory, COMPONENT_MARKER)):
+        return "/".join(parts)
+    return None
+
+
+def model_entries() -> List[str]:
+    """What the loaders' dropdowns offer: model files, and diffusers folders shown as `name/`."""
+    entries = set()
+    for filename in _list_files():
+        try:
+            folder = _diffusers_folder_of(filename)
+        except (FileNotFoundError, OSError):
+            continue
+        entries.add(folder + "/" if folder else filename)
+    return sorted(entries)
+
+
+def resolve_model_entry(entry: str) -> str:
+    """A dropdown entry → the absolute path of its file or diffusers folder.
+
+    Only names from `model_entries` resolve: a folder entry is resolved through one of its listed weight
+    files, so every path goes through the registry's own lookup (no free paths).
+    """
+    if not entry.endswith("/"):
+        return _full_path_or_raise(entry)
+    folder = entry.rstrip("/")
+    for filename in _list_files():
+        normalized = filename.replace("\\", "/")
+        if normalized.startswith(folder + "/") and _diffusers_folder_of(filename) == folder:
+            path = _full_path_or_raise(filename)
+            for _ in range(normalized[len(folder) + 1:].count("/") + 1):
+                path = os.path.dirname(path)
+            return path
+    raise FileNotFoundError(
+        f"Model folder '{folder}' not found in {MODEL_FOLDER} (or it holds no weights): refresh the node list."
+    )
+
+
+# -------------------------------------------------------------------------------------------------------
+# Devices and memory
+# -------------------------------------------------------------------------------------------------------
+def load_device(choice: str = "default") -> torch.device:
+    """Where models run: ComfyUI's device ("default") or the CPU."""
+    if choice == "cpu":
+        return torch.device("cpu")
+    if IN_COMFYUI:
+        return _model_management.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device(choice: str = "default") -> torch.device:
+    """Where models wait between runs (the CPU, unless ComfyUI runs with --gpu-only / --highvram)."""
+    if choice == "cpu":
+        return torch.device("cpu")
+    if IN_COMFYUI:
+        return _model_management.unet_offload_device()
+    return torch.device("cpu")
+
+
+def module_size(module: torch.nn.Module) -> int:
+    return sum(tensor.nelement() * tensor.element_size() for tensor in module.state_dict().values())
+
+
+@contextlib.contextmanager
+def model_on_device(module: torch.nn.Module, device: torch.device, offload: torch.device, working_memory: int = 0):
+    """Run a block with `module` on `device`, making room first and putting it back afterwards, even when the
+    block fails or is cancelled (the way `nodes_upscale_model.py` handles its model)."""
+    if IN_COMFYUI:
+        _model_management.free_memory(module_size(module) + working_memory, device)
+    module.to(device)
+    try:
+        yield
+    finally:
+        module.to(offload)
+        if IN_COMFYUI:
+            _model_management.soft_empty_cache()
+        elif torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+# -------------------------------------------------------------------------------------------------------
+# Progress and cancel
+# -------------------------------------------------------------------------------------------------------
+class _NoProgressBar:
+    def __init__(self, total: int):
+        self.total, self.current = total, 0
+
+    def update(self, value: int) -> None:
+        self.current = min(self.current + value, self.total)
+
+
+def progress_bar(total: int):
+    """ComfyUI's progress bar for the running node (a silent counter outside ComfyUI)."""
+    return _comfy_utils.ProgressBar(total) if IN_COMFYUI else _NoProgressBar(total)
+
+
+def throw_if_interrupted() -> None:
+    """Raise ComfyUI's interruption exception when the user pressed Cancel (a no-op outside ComfyUI)."""
+    if IN_COMFYUI:
+        _model_management.throw_exception_if_processing_interrupted()

@@ -1,0 +1,533 @@
+"""ComfyUI nodes for DA-CLIP: thin adapters (ComfyUI types in, a pipeline function, ComfyUI types out).
+
+Detection, embedding, text steering and sampling are the pipeline's and the models' own functions; the
+sampling loop exists once, in `DACLIPPipeline.__call__`. ComfyUI itself is reached only through
+`comfy_adapter`, so these nodes also run (and are tested) without ComfyUI.
+
+Types passed between the nodes:
+- `DACLIP_MODEL` (`DACLIPHandle`): a DA-CLIP model and where it runs.
+- `DACLIP_UNET` (`RestorationModelHandle`): a restoration UNet, its default scheduler settings, where it runs.
+- `DACLIP_EMBEDS` (`DACLIPEmbeds`): per image, the content embedding and the degradation embedding.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from ..pipelines.daclip.modeling_daclip import DACLIPModel
+from ..pipelines.daclip.pipeline_daclip import SAMPLERS, DACLIPPipeline, check_components_match, scheduler_for_sampler
+from ..pipelines.daclip.unet_daclip import DACLIPUNet2DModel
+from ..schedulers import IRSDEPosteriorScheduler
+from ..utils import CheckpointError
+from . import comfy_adapter
+
+logger = logging.getLogger("daclip")
+
+CATEGORY = "DA-CLIP"
+DEVICES = ["default", "cpu"]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# A rough upper bound of the UNet's working memory per input value (float32 activations of a 64-wide
+# network at full resolution, several alive at once); only used to ask ComfyUI to make room.
+UNET_BYTES_PER_INPUT_VALUE = 4 * 256
+DACLIP_WORKING_MEMORY = 256 * 1024**2
+
+
+# -----------------------------------------------------------------------------------------------------------
+# What flows between the nodes
+# -----------------------------------------------------------------------------------------------------------
+@dataclass
+class DACLIPHandle:
+    """`DACLIP_MODEL`: the DA-CLIP model, kept on `offload_device` and moved to `load_device` while it works."""
+
+    model: DACLIPModel
+    name: str
+    load_device: torch.device
+    offload_device: torch.device
+
+
+@dataclass
+class RestorationModelHandle:
+    """`DACLIP_UNET`: the restoration UNet and the scheduler settings it was released (or saved) with."""
+
+    unet: DACLIPUNet2DModel
+    scheduler_config: Dict[str, Any]
+    name: str
+    load_device: torch.device
+    offload_device: torch.device
+
+    @property
+    def variant(self) -> str:
+        """"wild" for wild-ir (no degradation prompt), "universal" otherwise."""
+        return "universal" if self.unet.config.use_degradation_context else "wild"
+
+
+@dataclass(frozen=True)
+class DACLIPEmbeds:
+    """`DACLIP_EMBEDS`: DA-CLIP's view of a batch of images, float32 `[B, D]` tensors on the CPU.
+
+    `degradation_embeds` is what the UNet will see as the degradation; `image_degradation_embeds` is the
+    image's own (kept so that text steering always takes its norm from the image, see
+    `DACLIPPipeline.degradation_condition`). `degradations` says, per image, which text replaced the
+    image's degradation embedding (None: the image's own).
+    """
+
+    content_embeds: torch.Tensor
+    degradation_embeds: torch.Tensor
+    image_degradation_embeds: torch.Tensor
+    degradations: Tuple[Optional[str], ...]
+    daclip: DACLIPHandle
+
+    @property
+    def batch_size(self) -> int:
+        return self.content_embeds.shape[0]
+
+    def for_batch(self, batch_size: int) -> "DACLIPEmbeds":
+        """These embeddings for a batch of `batch_size` images: the same size, or one embedding for all."""
+        if self.batch_size == batch_size:
+            return self
+        if self.batch_size == 1:
+            expand = lambda tensor: tensor.expand(batch_size, -1)  # noqa: E731
+            return replace(
+                self,
+                content_embeds=expand(self.content_embeds),
+                degradation_embeds=expand(self.degradation_embeds),
+                image_degradation_embeds=expand(self.image_degradation_embeds),
+                degradations=self.degradations * batch_size,
+            )
+        raise ValueError(
+            f"the embeddings describe {self.batch_size} images but the image batch has {batch_size}: embed the same "
+            "images you restore (or a single image, whose embeddings are then used for every image)."
+        )
+
+
+# -----------------------------------------------------------------------------------------------------------
+# Helpers
+# -----------------------------------------------------------------------------------------------------------
+def comfy_image_to_batch(image: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE `[B, H, W, C]` float in 0..1 → `[B, 3, H, W]` float32 (gray repeated, alpha dropped)."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"expected a ComfyUI IMAGE (a [batch, height, width, channels] tensor), got {shape}.")
+    channels = image.shape[-1]
+    if channels not in (1, 3, 4):
+        raise ValueError(f"expected an IMAGE with 1, 3 or 4 channels, got {channels}.")
+    batch = image.detach().to(dtype=torch.float32).movedim(-1, 1)
+    if not torch.isfinite(batch).all():
+        raise ValueError("the image contains NaN or infinite values.")
+    # ComfyUI images are 0..1 by convention; a node upstream may overshoot by round-off.
+    batch = batch.clamp(0.0, 1.0)
+    return batch[:, :1].expand(-1, 3, -1, -1) if channels == 1 else batch[:, :3]
+
+
+def batch_to_comfy_image(images: torch.Tensor) -> torch.Tensor:
+    """`[B, 3, H, W]` in 0..1 → ComfyUI IMAGE `[B, H, W, 3]` float32 on the CPU."""
+    return images.detach().float().cpu().movedim(1, -1).contiguous()
+
+
+def parse_labels(text: str) -> Optional[List[str]]:
+    """"hazy, rainy , snowy" → ["hazy", "rainy", "snowy"]; empty → None (the released model's 10 labels)."""
+    labels = [label.strip() for label in (text or "").split(",") if label.strip()]
+    return labels or None
+
+
+def _devices(choice: str) -> Tuple[torch.device, torch.device]:
+    if choice not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {choice!r}.")
+    return comfy_adapter.load_device(choice), comfy_adapter.offload_device(choice)
+
+
+def _dtype(choice: str) -> torch.dtype:
+    if choice not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {choice!r}.")
+    return DTYPES[choice]
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _component_class(folder: str) -> Optional[str]:
+    try:
+        return _read_json(os.path.join(folder, comfy_adapter.COMPONENT_MARKER)).get("_class_name")
+    except (OSError, ValueError):
+        return None
+
+
+def _is_pipeline_folder(path: str) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, comfy_adapter.PIPELINE_MARKER))
+
+
+def _pipeline(daclip=None, unet=None, scheduler=None) -> DACLIPPipeline:
+    """A pipeline around the parts a node has, to call the pipeline's own functions."""
+    pipe = DACLIPPipeline(daclip=daclip, unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_daclip_model(path: str, name: str) -> DACLIPModel:
+    """A DA-CLIP from an authors' `.pt`, a diffusers pipeline folder, or a saved `DACLIPModel` folder.
+
+    A DA-CLIP whose architecture the tensor shapes cannot reveal (e.g. a small custom one) needs its open_clip
+    config: a JSON of the same stem next to the file (`my_daclip.json` beside `my_daclip.pt`).
+    """
+    if os.path.isdir(path):
+        if _is_pipeline_folder(path):
+            return DACLIPModel.from_pretrained(path, subfolder="daclip")
+        class_name = _component_class(path)
+        if class_name != DACLIPModel.__name__:
+            raise CheckpointError(
+                f"'{name}' is a saved {class_name or 'unknown model'}, not a DA-CLIP model"
+                + (": load it with 'Load DA-CLIP Restoration Model'." if class_name == DACLIPUNet2DModel.__name__ else ".")
+            )
+        return DACLIPModel.from_pretrained(path)
+    config_path = os.path.splitext(path)[0] + ".json"
+    config = config_path if os.path.isfile(config_path) else None
+    try:
+        return DACLIPModel.from_original_checkpoint(path, config=config)
+    except CheckpointError as error:
+        hint = ""
+        if "restoration UNet" in str(error):
+            hint = " In ComfyUI, load this file with 'Load DA-CLIP Restoration Model' instead."
+        raise CheckpointError(f"'{name}' cannot be loaded as a DA-CLIP model: {error}{hint}") from None
+
+
+def load_restoration_model(path: str, name: str) -> Tuple[DACLIPUNet2DModel, Dict[str, Any]]:
+    """A restoration UNet and its scheduler settings, from an authors' `.pth`, a pipeline folder or a UNet folder.
+
+    The authors' files carry no sampler settings; both universal-ir and wild-ir were tested with the same
+    ones (posterior sampling, T = 100, cosine schedule, max_sigma 50, eps 0.005: their test.yml), which are
+    the scheduler's defaults. A saved pipeline folder brings its own scheduler config.
+    """
+    if os.path.isdir(path):
+        if _is_pipeline_folder(path):
+            unet = DACLIPUNet2DModel.from_pretrained(path, subfolder="unet")
+            scheduler_config = dict(IRSDEPosteriorScheduler.load_config(path, subfolder="scheduler"))
+            return unet, scheduler_config
+        class_name = _component_class(path)
+        if class_name != DACLIPUNet2DModel.__name__:
+            raise CheckpointError(
+                f"'{name}' is a saved {class_name or 'unknown model'}, not a restoration UNet"
+                + (": load it with 'Load DA-CLIP Model'." if class_name == DACLIPModel.__name__ else ".")
+            )
+        unet = DACLIPUNet2DModel.from_pretrained(path)
+    else:
+        try:
+            unet = DACLIPUNet2DModel.from_original_checkpoint(path)
+        except CheckpointError as error:
+            hint = ""
+            if "DA-CLIP checkpoint" in str(error):
+                hint = " In ComfyUI, load this file with 'Load DA-CLIP Model' instead."
+            raise CheckpointError(f"'{name}' cannot be loaded as a restoration model: {error}{hint}") from None
+    return unet, dict(IRSDEPosteriorScheduler().config)
+
+
+# -----------------------------------------------------------------------------------------------------------
+# Nodes
+# -----------------------------------------------------------------------------------------------------------
+def _model_input(tooltip: str):
+    return (comfy_adapter.model_entries(), {"tooltip": tooltip})
+
+
+_DEVICE_INPUT = (DEVICES, {"default": "default", "tooltip": "default: ComfyUI's device while the node runs, "
+                           "offloaded afterwards; cpu: always on the CPU."})
+_DTYPE_INPUT = (list(DTYPES), {"default": "fp32", "tooltip": "Weights and compute precision. fp32 reproduces the "
+                               "authors' numbers; fp16/bf16 save memory on a GPU."})
+
+
+class DACLIPLoader:
+    """Load a DA-CLIP model (image → content and degradation embeddings; degradation detection)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": _model_input(
+                    "A DA-CLIP file from models/daclip (e.g. daclip_ViT-B-32.pt) or a saved pipeline folder."
+                ),
+                "device": _DEVICE_INPUT,
+                "dtype": _DTYPE_INPUT,
+            }
+        }
+
+    RETURN_TYPES = ("DACLIP_MODEL",)
+    RETURN_NAMES = ("daclip",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads a DA-CLIP model (the authors' .pt files as released, or a diffusers folder)."
+
+    def load(self, model_name: str, device: str = "default", dtype: str = "fp32"):
+        load_device, offload_device = _devices(device)
+        path = comfy_adapter.resolve_model_entry(model_name)
+        model = load_daclip_model(path, model_name).to(device=offload_device, dtype=_dtype(dtype)).eval()
+        return (DACLIPHandle(model, model_name, load_device, offload_device),)
+
+
+class DACLIPRestorationModelLoader:
+    """Load a restoration UNet (universal-ir, universal-ir-mix, wild-ir, or a saved one)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": _model_input(
+                    "A restoration UNet from models/daclip (e.g. universal-ir.pth, wild-ir.pth) or a saved pipeline folder."
+                ),
+                "device": _DEVICE_INPUT,
+                "dtype": _DTYPE_INPUT,
+            }
+        }
+
+    RETURN_TYPES = ("DACLIP_UNET",)
+    RETURN_NAMES = ("restoration_model",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads the IR-SDE restoration network (the authors' .pth files as released, or a diffusers folder)."
+
+    def load(self, model_name: str, device: str = "default", dtype: str = "fp32"):
+        load_device, offload_device = _devices(device)
+        path = comfy_adapter.resolve_model_entry(model_name)
+        unet, scheduler_config = load_restoration_model(path, model_name)
+        unet = unet.to(device=offload_device, dtype=_dtype(dtype)).eval()
+        return (RestorationModelHandle(unet, scheduler_config, model_name, load_device, offload_device),)
+
+
+class DACLIPDetectDegradation:
+    """Which degradation each image shows, with the probability of every label."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "daclip": ("DACLIP_MODEL",),
+                "image": ("IMAGE",),
+            },
+            "optional": {
+                "labels": ("STRING", {
+                    "default": "",
+                    "multiline": False,
+                    "tooltip": "Comma-separated labels to choose from (e.g. 'hazy, rainy, clean'); empty: the "
+                               "10 degradations the released models know.",
+                }),
+            },
+        }
+
+    RETURN_TYPES = ("STRING", "FLOAT", "STRING")
+    RETURN_NAMES = ("label", "probability", "report")
+    OUTPUT_IS_LIST = (True, True, False)
+    OUTPUT_TOOLTIPS = (
+        "The most likely label, one per image of the batch.",
+        "Its probability, one per image of the batch.",
+        "Every label's probability for every image, as text.",
+    )
+    FUNCTION = "detect"
+    OUTPUT_NODE = True
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Detects the degradation of each image (hazy, rainy, noisy, ...) with DA-CLIP."
+
+    def detect(self, daclip: DACLIPHandle, image: torch.Tensor, labels: str = ""):
+        label_list = parse_labels(labels)
+        images = comfy_image_to_batch(image)
+        comfy_adapter.throw_if_interrupted()
+        with comfy_adapter.model_on_device(daclip.model, daclip.load_device, daclip.offload_device, DACLIP_WORKING_MEMORY):
+            predictions = daclip.model.detect_degradation(list(images), labels=label_list)
+        report = format_report(predictions)
+        best_labels = [prediction.label for prediction in predictions]
+        best_probabilities = [float(prediction.probability) for prediction in predictions]
+        return {"ui": {"text": [report]}, "result": (best_labels, best_probabilities, report)}
+
+
+def format_report(predictions) -> str:
+    """Per image: the best label, then every label's probability, most likely first."""
+    lines = []
+    for index, prediction in enumerate(predictions):
+        if len(predictions) > 1:
+            lines.append(f"image {index + 1}: {prediction.label} ({prediction.probability:.1%})")
+        else:
+            lines.append(f"{prediction.label} ({prediction.probability:.1%})")
+        ranked = sorted(dict(prediction.probabilities).items(), key=lambda item: -item[1])
+        width = max(len(label) for label, _ in ranked)
+        lines.extend(f"  {label:<{width}}  {probability:6.1%}" for label, probability in ranked)
+    return "\n".join(lines)
+
+
+class DACLIPEncodeImage:
+    """DA-CLIP's content and degradation embeddings of each image: what the restoration model is conditioned on."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"daclip": ("DACLIP_MODEL",), "image": ("IMAGE",)}}
+
+    RETURN_TYPES = ("DACLIP_EMBEDS",)
+    RETURN_NAMES = ("embeds",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Computes the content and degradation embeddings of each image (one DA-CLIP pass)."
+
+    def encode(self, daclip: DACLIPHandle, image: torch.Tensor):
+        images = comfy_image_to_batch(image)
+        comfy_adapter.throw_if_interrupted()
+        with comfy_adapter.model_on_device(daclip.model, daclip.load_device, daclip.offload_device, DACLIP_WORKING_MEMORY):
+            content, degradation = _pipeline(daclip=daclip.model).encode_image(images, daclip.load_device)
+        content, degradation = content.cpu(), degradation.cpu()
+        embeds = DACLIPEmbeds(content, degradation, degradation, (None,) * len(images), daclip)
+        return (embeds,)
+
+
+class DACLIPDegradationFromText:
+    """Replace the degradation part of the embeddings by a text's ("hazy", "rain streaks", ...)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "daclip": ("DACLIP_MODEL",),
+                "embeds": ("DACLIP_EMBEDS",),
+                "text": ("STRING", {
+                    "default": "hazy",
+                    "multiline": False,
+                    "tooltip": "What to remove: a degradation label (motion-blurry, hazy, jpeg-compressed, "
+                               "low-light, noisy, raindrop, rainy, shadowed, snowy, uncompleted) or free text.",
+                }),
+            }
+        }
+
+    RETURN_TYPES = ("DACLIP_EMBEDS",)
+    RETURN_NAMES = ("embeds",)
+    FUNCTION = "steer"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Steers what the restoration removes: the degradation embedding becomes the text's (scaled to the image's "
+        "own), the content embedding stays. wild-ir ignores degradation embeddings."
+    )
+
+    def steer(self, daclip: DACLIPHandle, embeds: DACLIPEmbeds, text: str):
+        text = (text or "").strip()
+        if not text:
+            raise ValueError("the degradation text is empty: type what to remove, e.g. 'hazy'.")
+        embed_dim = daclip.model.config.embed_dim
+        if embed_dim != embeds.image_degradation_embeds.shape[-1]:
+            raise ValueError(
+                f"'{daclip.name}' gives {embed_dim}-dim text embeddings but the image embeddings (from "
+                f"'{embeds.daclip.name}') are {embeds.image_degradation_embeds.shape[-1]}-dim: use the same DA-CLIP "
+                "for both."
+            )
+        if daclip.name != embeds.daclip.name:
+            logger.warning("DA-CLIP: the text is encoded by '%s' but the images by '%s'.", daclip.name, embeds.daclip.name)
+        with comfy_adapter.model_on_device(daclip.model, daclip.load_device, daclip.offload_device, DACLIP_WORKING_MEMORY):
+            degradation, _ = _pipeline(daclip=daclip.model).degradation_condition(
+                text, embeds.image_degradation_embeds.to(daclip.load_device), daclip.load_device
+            )
+        return (replace(embeds, degradation_embeds=degradation.cpu(), degradations=(text,) * embeds.batch_size),)
+
+
+class DACLIPRestore:
+    """Restore images by IR-SDE sampling, conditioned on DA-CLIP embeddings."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "restoration_model": ("DACLIP_UNET",),
+                "image": ("IMAGE",),
+                "embeds": ("DACLIP_EMBEDS",),
+                "sampler": (list(SAMPLERS), {
+                    "default": "posterior",
+                    "tooltip": "posterior: the authors' optimal-posterior step (their test setting); sde: reverse-SDE "
+                               "(Euler-Maruyama); ode: deterministic probability-flow ODE.",
+                }),
+                "steps": ("INT", {
+                    "default": 100, "min": 1, "max": 100,
+                    "tooltip": "Sampling steps (the released models were trained with T = 100).",
+                }),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                    "tooltip": "Seed of one torch.Generator for the whole batch (as DACLIPPipeline with "
+                               "generator=torch.Generator().manual_seed(seed)).",
+                }),
+            },
+            "optional": {
+                "tile_size": ("INT", {
+                    "default": 0, "min": 0, "max": 8192, "step": 32,
+                    "tooltip": "0: the whole image at once (the authors' way). Otherwise the network sees "
+                               "overlapping tiles of this size (at least 32), which bounds memory for large images.",
+                }),
+                "tile_overlap": ("INT", {
+                    "default": 32, "min": 0, "max": 4096, "step": 8,
+                    "tooltip": "Pixels shared by neighbouring tiles (blended), below half the tile size.",
+                }),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    FUNCTION = "restore"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Removes the degradation: IR-SDE sampling from the degraded image, conditioned on DA-CLIP embeddings."
+
+    def restore(self, restoration_model: RestorationModelHandle, image: torch.Tensor, embeds: DACLIPEmbeds,
+                sampler: str = "posterior", steps: int = 100, seed: int = 0, tile_size: int = 0, tile_overlap: int = 32):
+        unet = restoration_model.unet
+        images = comfy_image_to_batch(image)
+        embeds = embeds.for_batch(images.shape[0])
+        # Everything a user can get wrong is checked before the model moves or sampling starts.
+        check_components_match(embeds.daclip.model, unet, f"'{embeds.daclip.name}'", f"'{restoration_model.name}'")
+        unet.check_sample_size(*images.shape[-2:])
+        if restoration_model.variant == "wild" and any(embeds.degradations):
+            logger.warning(
+                "DA-CLIP: '%s' (wild-ir) does not use the degradation embedding; the degradation text has no effect.",
+                restoration_model.name,
+            )
+        scheduler = scheduler_for_sampler(sampler, restoration_model.scheduler_config)
+        pipe = _pipeline(unet=unet, scheduler=scheduler)
+        conditioning = {"content_embeds": embeds.content_embeds, "degradation_embeds": embeds.degradation_embeds}
+        progress = comfy_adapter.progress_bar(steps)
+
+        def on_step_end(pipe, step_index, timestep, tensors):
+            progress.update(1)
+            comfy_adapter.throw_if_interrupted()
+            return tensors
+
+        comfy_adapter.throw_if_interrupted()
+        batch, channels, height, width = images.shape
+        if tile_size:
+            height, width = min(height, tile_size), min(width, tile_size)
+        working_memory = batch * channels * height * width * UNET_BYTES_PER_INPUT_VALUE
+        with comfy_adapter.model_on_device(
+            unet, restoration_model.load_device, restoration_model.offload_device, working_memory
+        ):
+            output = pipe(
+                images,
+                num_inference_steps=steps,
+                generator=torch.Generator().manual_seed(seed),
+                output_type="pt",
+                callback_on_step_end=on_step_end,
+                tile_size=tile_size or None,
+                tile_overlap=tile_overlap,
+                **conditioning,
+            )
+        return (batch_to_comfy_image(output.images),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "DACLIPLoader": DACLIPLoader,
+    "DACLIPRestorationModelLoader": DACLIPRestorationModelLoader,
+    "DACLIPDetectDegradation": DACLIPDetectDegradation,
+    "DACLIPEncodeImage": DACLIPEncodeImage,
+    "DACLIPDegradationFromText": DACLIPDegradationFromText,
+    "DACLIPRestore": DACLIPRestore,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "DACLIPLoader": "Load DA-CLIP Model",
+    "DACLIPRestorationModelLoader": "Load DA-CLIP Restoration Model",
+    "DACLIPDetectDegradation": "DA-CLIP Detect Degradation",
+    "DACLIPEncodeImage": "DA-CLIP Encode Image",
+    "DACLIPDegradationFromText": "DA-CLIP Degradation from Text",
+    "DACLIPRestore": "DA-CLIP Restore (IR-SDE)",
+}
