@@ -218,7 +218,10 @@ def load_daclip(args):
 # Commands
 # ----------------------------------------------------------------------------------------------------
 def run_restore(args) -> int:
+    from datetime import timedelta
+
     import torch
+    from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from .pipelines.daclip.pipeline_daclip import scheduler_for_sampler
@@ -232,13 +235,24 @@ def run_restore(args) -> int:
     for target in outputs:
         if target.resolve() in input_set:
             raise UsageError(f"{target} is one of the inputs; choose another output folder")
+
+    # Started by `accelerate launch --multi_gpu --num_processes K` (or torchrun), process i restores inputs i, i+K,
+    # i+2K, ... Every image is sampled with its own generator seeded by --seed, so the files equal a single-process
+    # run. `cpu=True` lets CPU processes join through gloo; the long timeout is for the final barrier. Alone (no
+    # launcher), this is one process with every input.
+    state = PartialState(cpu=_resolve_device(args.device).type == "cpu", timeout=timedelta(days=7))
+    if state.num_processes > 1 and args.device == "auto" and state.device.type != "cpu":
+        args.device = str(state.device)  # one GPU per process
+    tag = f"[{state.process_index + 1}/{state.num_processes}] " if state.num_processes > 1 else ""
+    share = list(zip(inputs, outputs))[state.process_index :: state.num_processes]
+
     pipe = _load_or_exit(load_pipeline, args)
     pipe.scheduler = scheduler_for_sampler(args.sampler, pipe.scheduler.config)
     pipe.set_progress_bar_config(leave=False, desc="sampling")
     degradation = None if args.degradation == "auto" else args.degradation
 
     failures = 0
-    for source, target in tqdm(list(zip(inputs, outputs)), desc="images", unit="image"):
+    for source, target in tqdm(share, desc=f"{tag}images", unit="image"):
         if target.exists() and not args.overwrite:
             print(f"skipped {source}: {target} exists (use --overwrite to replace it)", file=sys.stderr)
             failures += 1
@@ -255,10 +269,13 @@ def run_restore(args) -> int:
                 tile_overlap=args.tile_overlap,
             )
             save_atomically(result.images[0], target)
-            tqdm.write(f"{source} -> {target} ({result.degradations[0]})")
+            tqdm.write(f"{tag}{source} -> {target} ({result.degradations[0]})")
         except (ValueError, TypeError, OSError) as error:
             print(f"failed {source}: {error}", file=sys.stderr)
             failures += 1
+    if state.num_processes > 1:
+        # The launcher stops every process once one exits with an error: let all finish their share first.
+        state.wait_for_everyone()
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 

@@ -31,6 +31,21 @@ from ...utils.model_loading import OwnedWeightsMixin, QuietDtypeCastMixin
 HEAD_CHANNELS = 32
 
 
+def _records_no_graph() -> bool:
+    """True under `torch.no_grad()` / `torch.inference_mode()`: then large intermediate maps are updated in place.
+
+    On CPU a fresh multi-megabyte tensor costs more (the kernel maps and zeroes new pages) than the arithmetic of
+    an element-wise op on it, so sampling reuses the conv outputs. With autograd on, the out-of-place forms run
+    (in-place updates would overwrite tensors saved for the backward pass); both give the same numbers.
+    """
+    return not torch.is_grad_enabled()
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-d map laid out NHWC (one that is both, e.g. 1×1 pixels, counts as NCHW)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 @dataclass
 class DACLIPUNet2DOutput(BaseOutput):
     """
@@ -72,15 +87,24 @@ class ChannelLayerNorm(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.g = nn.Parameter(torch.ones(1, channels, 1, 1))
+        # None: the authors' dtype-dependent eps (`eps_for`); a number replaces it in every dtype (an explicit
+        # option, see `DACLIPUNet2DModel.set_channel_norm_eps`).
+        self.eps: Optional[float] = None
 
     @staticmethod
     def eps_for(dtype: torch.dtype) -> float:
         # The authors' quirk, reproduced: eps is 1e-5 for float32 but 1e-3 for *every* other dtype (fp16, bf16 and
-        # also float64). A float64 run therefore does not equal a float32 run to float64 precision.
+        # also float64). A float64 run therefore does not equal a float32 run to float64 precision, and a bf16 run
+        # of weights trained in float32 normalises differently from float32 wherever a pixel's channels vary
+        # little (variance near 1e-3), which is most of the bf16-vs-fp32 difference (benchmarks/RESULTS.md).
         return 1e-5 if dtype == torch.float32 else 1e-3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        eps = self.eps_for(x.dtype)
+        eps = self.eps if self.eps is not None else self.eps_for(x.dtype)
+        if _is_channels_last(x):
+            # In channels-last memory each pixel's channels are contiguous: this is exactly nn.LayerNorm over the
+            # last axis of the NHWC view, one fused kernel instead of five passes (same formula, biased variance).
+            return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.g.view(-1), None, eps).permute(0, 3, 1, 2)
         var = torch.var(x, dim=1, unbiased=False, keepdim=True)
         mean = torch.mean(x, dim=1, keepdim=True)
         return (x - mean) * (var + eps).rsqrt() * self.g
@@ -106,6 +130,8 @@ class ResidualAttention(nn.Module):
         self.fn = fn
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if _records_no_graph():
+            return self.fn(x, context=context).add_(x)
         return self.fn(x, context=context) + x
 
 
@@ -119,9 +145,59 @@ def downsample_conv(channels_in: int, channels_out: int) -> nn.Conv2d:
     return nn.Conv2d(channels_in, channels_out, 4, 2, 1)
 
 
-def upsample_conv(channels_in: int, channels_out: int) -> nn.Sequential:
-    """Double the resolution: nearest-neighbour ×2, then a 3×3 convolution (weights under `.1`)."""
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels_in, channels_out, 3, 1, 1))
+class NearestUpsampleConv(nn.Sequential):
+    """Double the resolution: nearest-neighbour ×2, then a 3×3 convolution (weights under `.1`, as the authors').
+
+    Computed without building the upsampled map ("sub-pixel" form): output pixel `(2i + a, 2j + b)` of a 3×3
+    convolution over a nearest-upsampled map only ever sees input rows `i − 1, i` (a = 0) or `i, i + 1` (a = 1), and
+    likewise columns, with the taps that land on the same input pixel summed. So the four output phases are four
+    2×2 convolutions of the low-resolution input: 16 instead of 36 multiply-adds per input pixel and channel pair,
+    and no 4× larger intermediate. The result equals the two-step form up to float round-off: the taps are summed
+    before rather than after multiplying, and against a float64 computation both forms err by the same amount.
+    """
+
+    def __init__(self, channels_in: int, channels_out: int):
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels_in, channels_out, 3, 1, 1))
+
+    @staticmethod
+    def phase_weights(weight: torch.Tensor) -> torch.Tensor:
+        """`[C_out, C_in, 3, 3]` → `[4·C_out, C_in, 2, 2]`, phases in the order (a, b) = 00, 01, 10, 11."""
+
+        def fold(w: torch.Tensor, axis: int):
+            first, middle, last = w.unbind(axis)
+            # phase 0 reads (previous, current), phase 1 reads (current, next); the middle tap joins the current one
+            return torch.stack([first, middle + last], axis), torch.stack([first + middle, last], axis)
+
+        return torch.cat([phase for rows in fold(weight, 2) for phase in fold(rows, 3)], dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self[1]
+        batch, _, height, width = x.shape
+        channels_out = conv.out_channels
+        bias = None if conv.bias is None else conv.bias.repeat(4)
+        # One conv for all phases: position (i, j) of the padded input covers rows i−1, i and columns j−1, j.
+        phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), self.phase_weights(conv.weight), bias)
+        phases = phases.unflatten(1, (2, 2, channels_out))  # [B, a, b, C, H + 1, W + 1]
+        channels_last = _is_channels_last(x)
+        if channels_last:
+            out = x.new_empty(batch, height, 2, width, 2, channels_out)  # NHWC of [B, C, 2H, 2W]
+            target = lambda a, b: out[:, :, a, :, b, :]  # noqa: E731
+            source = lambda a, b: phases[:, a, b, :, a : a + height, b : b + width].permute(0, 2, 3, 1)  # noqa: E731
+        else:
+            out = x.new_empty(batch, channels_out, height, 2, width, 2)
+            target = lambda a, b: out[:, :, :, a, :, b]  # noqa: E731
+            source = lambda a, b: phases[:, a, b, :, a : a + height, b : b + width]  # noqa: E731
+        for a in (0, 1):
+            for b in (0, 1):
+                target(a, b).copy_(source(a, b))
+        if channels_last:
+            return out.view(batch, 2 * height, 2 * width, channels_out).permute(0, 3, 1, 2)
+        return out.view(batch, channels_out, 2 * height, 2 * width)
+
+
+def upsample_conv(channels_in: int, channels_out: int) -> NearestUpsampleConv:
+    """Double the resolution: nearest-neighbour ×2, then a 3×3 convolution (the authors' `Upsample`)."""
+    return NearestUpsampleConv(channels_in, channels_out)
 
 
 class ScaleShiftConvBlock(nn.Module):
@@ -134,6 +210,11 @@ class ScaleShiftConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, scale_shift: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         x = self.proj(x)
+        if _records_no_graph():
+            if scale_shift is not None:
+                scale, shift = scale_shift
+                x.mul_(scale + 1).add_(shift)
+            return F.silu(x, inplace=True)
         if scale_shift is not None:
             scale, shift = scale_shift
             x = x * (scale + 1) + shift
@@ -158,6 +239,8 @@ class TimestepResBlock(nn.Module):
         scale_shift = self.mlp(time_embedding)[:, :, None, None].chunk(2, dim=1)
         h = self.block1(x, scale_shift=scale_shift)
         h = self.block2(h)
+        if _records_no_graph():
+            return h.add_(self.res_conv(x))
         return h + self.res_conv(x)
 
 
@@ -166,7 +249,15 @@ class LinearAttention2D(nn.Module):
 
     q is softmaxed over its channels and k over positions; `out = (k·vᵀ)ᵀ·q`, then a 1×1 convolution and a channel
     LayerNorm (`to_out.0`, `to_out.1`). It has no use for the content embedding and ignores `context`.
+
+    Computed on token matrices `[B, N, C]` (views of a channels-last map), in blocks of `chunk_tokens` positions,
+    with the products regrouped so that none of q, k, v or the attention output is ever built for the whole map
+    (see `forward`). The result equals the authors' order of operations up to float round-off (tested at 1e-12 in
+    float64, and against their outputs at 1e-5).
     """
+
+    # Positions per block: a block of q or k (4096 × 128 floats, 2 MiB) stays in cache between its uses.
+    chunk_tokens = 4096
 
     def __init__(self, channels: int, heads: int = 4, head_channels: int = HEAD_CHANNELS):
         super().__init__()
@@ -177,16 +268,50 @@ class LinearAttention2D(nn.Module):
         self.to_out = nn.Sequential(nn.Conv2d(hidden, channels, 1), ChannelLayerNorm(channels))
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        batch, _, height, width = x.shape
-        q, k, v = (
-            part.reshape(batch, self.heads, -1, height * width) for part in self.to_qkv(x).chunk(3, dim=1)
-        )
-        q = q.softmax(dim=-2) * self.scale
-        k = k.softmax(dim=-1)
-        v = v / (height * width)
-        summary = torch.einsum("bhdn,bhen->bhde", k, v)
-        out = torch.einsum("bhde,bhdn->bhen", summary, q)
-        return self.to_out(out.reshape(batch, -1, height, width))
+        batch, channels, height, width = x.shape
+        positions = height * width
+        tokens = x.permute(0, 2, 3, 1).reshape(batch, positions, channels)  # a view for channels-last input
+        weight_q, weight_k, weight_v = (w.flatten(1) for w in self.to_qkv.weight.chunk(3, dim=0))  # [hidden, C]
+        out_conv, out_norm = self.to_out
+        blocks = range(0, positions, self.chunk_tokens)
+        block = lambda start: tokens[:, start : start + self.chunk_tokens]  # noqa: E731
+
+        # 1. kᵀ·tokens with k = softmax over positions of tokens·W_kᵀ, one block at a time: the running maximum,
+        #    normaliser and weighted sum of each k channel are rescaled whenever a block raises the maximum (the
+        #    online softmax), kept in at least float32 whatever the model dtype.
+        accumulate = torch.promote_types(x.dtype, torch.float32)
+        maximum = x.new_full((batch, 1, weight_k.shape[0]), -math.inf, dtype=accumulate)
+        normaliser = torch.zeros_like(maximum)
+        weighted = x.new_zeros((batch, weight_k.shape[0], channels), dtype=accumulate)
+        for start in blocks:
+            logits = F.linear(block(start), weight_k).to(accumulate)
+            new_maximum = torch.maximum(maximum, logits.amax(dim=1, keepdim=True))
+            rescale = torch.exp(maximum - new_maximum)
+            weights = torch.exp(logits - new_maximum)
+            normaliser = normaliser * rescale + weights.sum(dim=1, keepdim=True)
+            weighted = weighted * rescale.transpose(1, 2) + weights.transpose(1, 2) @ block(start).to(accumulate)
+            maximum = new_maximum
+        k_tokens = weighted / normaliser.transpose(1, 2)  # kᵀ·tokens, [B, hidden, C]
+
+        # 2. The per-head summary kᵀ·v for all heads at once, as one [hidden, hidden] matrix with its cross-head
+        #    blocks zeroed. v = tokens·W_vᵀ enters only here, so kᵀ·v = (kᵀ·tokens)·W_vᵀ: v is never built. The
+        #    authors scale q by d**-0.5 and v by 1/N; scaling this small matrix instead is the same arithmetic.
+        #    And out = q·summary feeds the 1×1 conv `to_out.0`: out·W_oᵀ + b = q·(summary·W_oᵀ) + b.
+        head_channels = weight_k.shape[0] // self.heads
+        same_head = torch.block_diag(*[k_tokens.new_ones(head_channels, head_channels)] * self.heads)
+        summary = (k_tokens @ weight_v.to(accumulate).t()) * (same_head * (self.scale / positions))
+        q_to_out = (summary @ out_conv.weight.flatten(1).to(accumulate).t()).to(x.dtype)  # [B, hidden, C]
+
+        # 3. Per block: q (softmax over each head's channels), then straight to the output of `to_out.0`.
+        outputs = []
+        for start in blocks:
+            q = F.linear(block(start), weight_q).unflatten(-1, (self.heads, -1)).softmax(dim=-1).flatten(-2)
+            outputs.append(torch.baddbmm(out_conv.bias, q, q_to_out))
+        out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        out = out.view(batch, height, width, channels).permute(0, 3, 1, 2)
+        if not _is_channels_last(x):
+            out = out.contiguous()  # keep the caller's memory format
+        return out_norm(out)
 
 
 class Attention(nn.Module):
@@ -229,6 +354,8 @@ class GEGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, gate = self.proj(x).chunk(2, dim=-1)
+        if _records_no_graph():
+            return F.gelu(gate).mul_(x)
         return x * F.gelu(gate)
 
 
@@ -282,10 +409,20 @@ class SpatialTransformer2D(nn.Module):
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         batch, _, height, width = x.shape
         h = self.proj_in(self.norm(x))
-        h = h.flatten(2).transpose(1, 2)
+        channels_last = _is_channels_last(h)
+        if channels_last:
+            # The tokens [B, H·W, C] are the NHWC memory itself: both conversions are views.
+            h = h.permute(0, 2, 3, 1).reshape(batch, height * width, -1)
+        else:
+            h = h.flatten(2).transpose(1, 2)
         for block in self.transformer_blocks:
             h = block(h, context=context)
-        h = h.transpose(1, 2).reshape(batch, -1, height, width)
+        if channels_last:
+            h = h.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+        else:
+            h = h.transpose(1, 2).reshape(batch, -1, height, width)
+        if _records_no_graph():
+            return self.proj_out(h).add_(x)
         return self.proj_out(h) + x
 
 
@@ -325,6 +462,12 @@ class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, Conf
 
     Released configurations: universal-ir and universal-ir-mix are the defaults; wild-ir is
     `context_dim=768, use_degradation_context=False, downscale_stage=True`.
+
+    Speed: the attribute `channels_last` (not part of the config) chooses the memory format of the feature maps
+    inside `forward`. `None` (default) means channels-last on CPU, where oneDNN runs these convolutions about 1.5×
+    faster in NHWC than in NCHW (`benchmarks/RESULTS.md`), and the default format elsewhere; `True`/`False` force
+    it. Inputs and outputs keep the usual NCHW layout either way, and the two formats agree to float round-off
+    (tested at 1e-5). Under `torch.no_grad()` / `torch.inference_mode()` large intermediates are updated in place.
     """
 
     _supports_gradient_checkpointing = True
@@ -427,6 +570,7 @@ class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, Conf
         self.final_conv = nn.Conv2d(base_channels, out_channels, 3, 1, 1)
 
         self.gradient_checkpointing = False
+        self.channels_last: Optional[bool] = None
 
     # --------------------------------------------------------------------------------------------------------------
 
@@ -481,6 +625,24 @@ class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, Conf
             )
         return embeds.to(dtype)
 
+    def set_channel_norm_eps(self, eps: Optional[float] = 1e-5) -> None:
+        """Use `eps` in the channel LayerNorms in every dtype; `None` restores the authors' rule.
+
+        The authors' LayerNorm takes eps 1e-5 in float32 but 1e-3 in any other dtype, so a bfloat16/float16 run of
+        the released (float32-trained) weights normalises differently from the float32 run they were trained in.
+        `set_channel_norm_eps(1e-5)` keeps the float32 value, which brings a bfloat16 UNet about ten times closer
+        to float32 (`benchmarks/RESULTS.md`); the default reproduces the authors' code.
+        """
+        for module in self.modules():
+            if isinstance(module, ChannelLayerNorm):
+                module.eps = eps
+
+    def _uses_channels_last(self, device: torch.device) -> bool:
+        if self.channels_last is None:
+            # Measured faster on CPU only; on CUDA fp32 NCHW is cuDNN's usual best, and nothing was measured there.
+            return device.type == "cpu"
+        return bool(self.channels_last)
+
     def _checkpointed(self, module: nn.Module, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():
             return self._gradient_checkpointing_func(module, *args)
@@ -529,6 +691,9 @@ class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, Conf
         x = torch.cat([sample - condition, condition], dim=1)
         multiple = self.size_multiple
         x = F.pad(x, (0, (-width) % multiple, 0, (-height) % multiple), mode="reflect")
+        if self._uses_channels_last(x.device):
+            # Every later map inherits this format from its input (convs, norms, attention views, cat, add).
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.init_conv(x)
         long_skip = x
         if self.config.downscale_stage:

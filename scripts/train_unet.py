@@ -1,0 +1,428 @@
+#!/usr/bin/env python
+"""Train or fine-tune the DA-CLIP restoration UNet (`DACLIPUNet2DModel`) with the authors' IR-SDE objective.
+
+Per batch of (LQ, GT) crops: DA-CLIP (frozen) embeds the LQ image's CLIP view; t ~ U{1..T};
+x_t = μ + (GT − μ) e^{−θ̄_t dt} + σ̄_t ε with μ = LQ; the UNet predicts ε̂ from (x_t, LQ, t, both embeddings);
+and the loss is L1 between the reverse-SDE mean that ε̂ implies and the optimal posterior mean of x_{t−1}
+(`IRSDEScheduler.expected_prev_sample` vs `optimum_prev_sample`), as the authors' `optimize_parameters`.
+The end result is a pipeline folder that `DACLIPPipeline.from_pretrained` loads.
+
+    # fine-tune a converted pipeline on the authors' paired data (root/<degradation>/{LQ,GT}/*)
+    accelerate launch scripts/train_unet.py --pretrained_model daclip-uir \\
+        --train_data_dir datasets/universal/train --output_dir daclip-uir-finetuned \\
+        --train_batch_size 16 --resolution 256 --max_train_steps 10000 --use_ema --mixed_precision bf16
+
+    # a new UNet on synthetic degradations of your clean photos, with the released DA-CLIP
+    accelerate launch scripts/train_unet.py --daclip_model daclip_ViT-B-32.pt --unet_config unet.json \\
+        --clean_images_dir photos/ --degradations hazy noisy rainy --output_dir my-restorer
+
+See scripts/README.md for all options.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import training_utils as tu
+from daclip import DACLIPModel, DACLIPPipeline, DACLIPUNet2DModel, IRSDEPosteriorScheduler, IRSDEScheduler
+from daclip.data import PairedDegradationDataset, SYNTHESISABLE, SyntheticDegradationDataset
+from daclip.pipelines.daclip.pipeline_daclip import check_components_match
+
+logger = get_logger(__name__, log_level="INFO")
+
+UNET_FOLDER = "unet"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    models = parser.add_argument_group("models (give --pretrained_model, or --daclip_model with --unet_config/--unet_checkpoint)")
+    models.add_argument(
+        "--pretrained_model",
+        default=None,
+        help="a DACLIPPipeline folder or Hub id: its UNet is fine-tuned, its DA-CLIP and SDE settings are used",
+    )
+    models.add_argument("--unet_config", default=None, help="JSON of a DACLIPUNet2DModel config: train a new UNet")
+    models.add_argument(
+        "--unet_checkpoint", default=None, help="the authors' UNet file (*.pth) or a DACLIPUNet2DModel folder to fine-tune"
+    )
+    tu.add_daclip_arguments(parser, " (with --unet_config / --unet_checkpoint)")
+
+    sde = parser.add_argument_group("IR-SDE (default: the pretrained pipeline's scheduler, else the authors' settings)")
+    sde.add_argument("--num_train_timesteps", type=int, default=None, help="T (authors: 100)")
+    sde.add_argument("--max_sigma", type=float, default=None, help="λ; ≥ 1 on a 0..255 scale (authors: 50)")
+    sde.add_argument("--sde_schedule", choices=["cosine", "linear", "constant"], default=None, help="θ schedule (authors: cosine)")
+    sde.add_argument("--sde_eps", type=float, default=None, help="e^(-θ̄_T dt) (authors: 0.005)")
+
+    data = parser.add_argument_group("paired data (the authors' layout)")
+    data.add_argument("--train_data_dir", default=None, help="root/<degradation>/{LQ,GT}/* pairs")
+    data.add_argument("--validation_data_dir", default=None, help="held-out pairs in the same layout (default: split off the training data)")
+    data.add_argument(
+        "--random_rotate", action="store_true", help="random transposes besides flips, for either data source (the authors' use_rot)"
+    )
+    tu.add_clean_image_arguments(parser, resolution=256)
+
+    tu.add_training_arguments(
+        parser,
+        output_dir="daclip-unet-model",
+        learning_rate=2e-4,  # authors: AdamW, lr 2e-4, betas (0.9, 0.99), no weight decay, cosine annealing
+        adam_beta2=0.99,
+        adam_weight_decay=0.0,
+        adam_epsilon=1e-8,
+        lr_scheduler="cosine",
+        lr_warmup_steps=0,
+        train_batch_size=16,
+        tracker_project_name="daclip-unet",
+    )
+    validation = parser.add_argument_group("validation")
+    validation.add_argument(
+        "--validation_inference_steps", type=int, default=100, help="posterior-sampling steps per validation image"
+    )
+    validation.add_argument(
+        "--validation_resolution", type=int, default=None, help="side of the validation crops (default: --resolution)"
+    )
+
+    args = parser.parse_args(argv)
+    tu.finish_training_arguments(parser, args)
+    if args.pretrained_model and (args.unet_config or args.unet_checkpoint or args.daclip_model):
+        parser.error("--pretrained_model brings its own UNet and DA-CLIP; don't combine it with --unet_* / --daclip_model")
+    if not args.pretrained_model:
+        if not args.daclip_model:
+            parser.error("give --pretrained_model, or --daclip_model with --unet_config or --unet_checkpoint")
+        if bool(args.unet_config) == bool(args.unet_checkpoint):
+            parser.error("with --daclip_model, give exactly one of --unet_config (new UNet) and --unet_checkpoint")
+    sources = [bool(args.train_data_dir), bool(args.clean_images_dir or args.clean_images)]
+    if sum(sources) != 1:
+        parser.error("give one data source: --train_data_dir, --clean_images_dir or --clean_images skimage")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------
+def load_models(args) -> Tuple[DACLIPModel, DACLIPUNet2DModel, Dict]:
+    """(DA-CLIP, UNet, IR-SDE config) from `--pretrained_model` or from `--daclip_model` + `--unet_*`."""
+    if args.pretrained_model:
+        pipe = DACLIPPipeline.from_pretrained(args.pretrained_model)
+        daclip, unet = pipe.daclip, pipe.unet
+        sde_config = {key: pipe.scheduler.config[key] for key in ("num_train_timesteps", "max_sigma", "schedule", "eps")}
+    else:
+        daclip = tu.load_daclip(args.daclip_model, args.daclip_config)
+        if args.unet_config:
+            with open(args.unet_config, encoding="utf-8") as handle:
+                unet = DACLIPUNet2DModel.from_config(json.load(handle))
+        elif Path(args.unet_checkpoint).is_dir():
+            unet = DACLIPUNet2DModel.from_pretrained(args.unet_checkpoint)
+        else:
+            unet = DACLIPUNet2DModel.from_original_checkpoint(args.unet_checkpoint)
+        default = IRSDEPosteriorScheduler()
+        sde_config = {key: default.config[key] for key in ("num_train_timesteps", "max_sigma", "schedule", "eps")}
+    overrides = {
+        "num_train_timesteps": args.num_train_timesteps,
+        "max_sigma": args.max_sigma,
+        "schedule": args.sde_schedule,
+        "eps": args.sde_eps,
+    }
+    sde_config.update({key: value for key, value in overrides.items() if value is not None})
+    check_components_match(daclip, unet)
+    return daclip, unet, sde_config
+
+
+def reload_daclip(args) -> DACLIPModel:
+    """The DA-CLIP in float32, from its source, for the saved pipeline (the one in memory may be cast to fp16)."""
+    if args.pretrained_model:
+        return DACLIPPipeline.from_pretrained(args.pretrained_model).daclip
+    return tu.load_daclip(args.daclip_model, args.daclip_config)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------
+def build_datasets(args, clip_size: int):
+    """(training set, validation set or None). Items: `lq`, `gt` `[3, R, R]`, `lq_clip`, `degradation`."""
+    validation_size = args.validation_resolution or args.resolution
+    if args.train_data_dir:
+        def paired(root, crop_size, flip, seed):
+            return PairedDegradationDataset(
+                root, degradations=args.degradations, crop_size=crop_size, flip=flip,
+                rotate=args.random_rotate and flip, seed=seed, clip_preprocess=clip_size,
+            )
+
+        train_set = paired(args.train_data_dir, args.resolution, True, args.seed)
+        validation_base, group_size = paired(args.train_data_dir, validation_size, False, args.seed + 1), 1
+    else:
+        images = tu.clean_image_source(args)
+        degradations = args.degradations or list(SYNTHESISABLE)
+
+        def synthetic(crop_size, flip, seed):
+            return SyntheticDegradationDataset(
+                images, degradations=degradations, crop_size=crop_size, seed=seed, flip=flip,
+                rotate=args.random_rotate and flip, clip_preprocess=clip_size,
+            )
+
+        train_set = synthetic(args.resolution, True, args.seed)
+        validation_base, group_size = synthetic(validation_size, False, args.seed + 1), len(degradations)
+
+    if args.validation_data_dir:
+        validation_base = PairedDegradationDataset(
+            args.validation_data_dir, degradations=args.degradations, crop_size=validation_size, flip=False,
+            seed=args.seed + 1, clip_preprocess=clip_size,
+        )
+        count = min(args.num_validation_images, len(validation_base))
+        return train_set, (tu.HeldOutSplit(validation_base, list(range(count))) if count else None)
+    train_indices, held_out = tu.held_out_indices(len(train_set), args.num_validation_images, group_size)
+    validation_set = tu.HeldOutSplit(validation_base, held_out) if held_out else None
+    return tu.HeldOutSplit(train_set, train_indices), validation_set
+
+
+def collate(items: List[Dict]) -> Dict:
+    return {
+        "lq": torch.stack([item["lq"] for item in items]),
+        "gt": torch.stack([item["gt"] for item in items]),
+        "lq_clip": torch.stack([item["lq_clip"] for item in items]),
+        "degradation": [item["degradation"] for item in items],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Objective
+# ---------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def daclip_embeddings(daclip: DACLIPModel, lq_clip: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(content_embeds, degradation_embeds) of the LQ CLIP view, float32, without gradients (DA-CLIP is frozen)."""
+    output = daclip(pixel_values=lq_clip.to(device=daclip.device, dtype=daclip.dtype))
+    return output.content_embeds.float(), output.degradation_embeds.float()
+
+
+def irsde_matching_loss(
+    unet,
+    scheduler: IRSDEScheduler,
+    gt: torch.Tensor,
+    lq: torch.Tensor,
+    timesteps: torch.Tensor,
+    noise: torch.Tensor,
+    degradation_embeds: Optional[torch.Tensor],
+    content_embeds: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """The authors' loss: mean L1 between E[x_{t−1} | x_t, ε̂] (reverse-SDE step mean) and the optimal x_{t−1}.
+
+    `timesteps` `[B]` are integers in 1..T; the UNet sees t itself (on the T-step schedule t·T/T = t). Works for
+    any batch size, 1 included (the authors' `t.squeeze()` turns B = 1 into a 0-d time).
+    """
+    noisy = scheduler.add_noise(gt, noise, timesteps, mu=lq)
+    noise_pred = unet(
+        noisy, timesteps.float(), lq, degradation_embeds=degradation_embeds, content_embeds=content_embeds
+    ).sample
+    expected = scheduler.expected_prev_sample(noisy, noise_pred.float(), timesteps, mu=lq)
+    optimum = scheduler.optimum_prev_sample(noisy, gt, timesteps, mu=lq)
+    return F.l1_loss(expected.float(), optimum.float())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def log_validation(daclip, unet, sde_config, validation_set, args, accelerator, global_step) -> Dict[str, float]:
+    """Restore the held-out LQ images with the posterior sampler; log PSNR/SSIM on 8-bit outputs as the authors
+    do, and save LQ / restored / GT images under <output_dir>/validation/step-<N>/."""
+    logger.info(f"Running validation at step {global_step} on {len(validation_set)} image(s)...")
+    was_training = unet.training
+    unet.eval()
+    pipe = DACLIPPipeline(daclip=daclip, unet=unet, scheduler=IRSDEPosteriorScheduler(**sde_config))
+    pipe.set_progress_bar_config(disable=True)
+    items = [validation_set[index] for index in range(len(validation_set))]
+    lq = [item["lq"] for item in items]
+    generators = [torch.Generator().manual_seed(args.seed + index) for index in range(len(items))]
+    restored = pipe(lq, num_inference_steps=args.validation_inference_steps, generator=generators, output_type="pt").images
+    folder = Path(args.output_dir, "validation", f"step-{global_step}")
+    psnrs, ssims = [], []
+    for index, (item, output) in enumerate(zip(items, restored)):
+        output = tu.quantize_8bit(output.float().cpu())
+        psnrs.append(float(tu.psnr(output, item["gt"])[0]))
+        ssims.append(float(tu.ssim(output, item["gt"])[0]))
+        stem = f"{index:02d}_{item['degradation']}"
+        tu.save_image(item["lq"], folder / f"{stem}_LQ.png")
+        tu.save_image(output, folder / f"{stem}_restored.png")
+        tu.save_image(item["gt"], folder / f"{stem}_GT.png")
+    metrics = {"val_psnr": sum(psnrs) / len(psnrs), "val_ssim": sum(ssims) / len(ssims)}
+    logger.info(f"validation at step {global_step}: PSNR {metrics['val_psnr']:.3f} dB, SSIM {metrics['val_ssim']:.4f}")
+    accelerator.log(metrics, step=global_step)
+    unet.train(was_training)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    accelerator = tu.make_accelerator(args)
+    tu.setup_logging(accelerator)
+    logger.info(accelerator.state, main_process_only=False)
+    # Per-process streams; the data order (the same on every process) and the training noise have their own.
+    set_seed(args.seed, device_specific=True)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+    # Models: DA-CLIP frozen, the UNet trained.
+    daclip, unet, sde_config = load_models(args)
+    noise_scheduler = IRSDEScheduler(**sde_config)
+    daclip.requires_grad_(False)
+    daclip.eval()
+    unet.train()
+    if args.resolution < unet.min_sample_size:
+        raise ValueError(f"--resolution must be at least {unet.min_sample_size} for this UNet")
+
+    ema_unet = None
+    if args.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=DACLIPUNet2DModel, model_config=unet.config)
+
+    def save_model(model, folder):
+        model.save_pretrained(os.path.join(folder, UNET_FOLDER))
+
+    def load_model(model, folder):
+        loaded = DACLIPUNet2DModel.from_pretrained(folder, subfolder=UNET_FOLDER)
+        model.load_state_dict(loaded.state_dict())
+
+    tu.register_checkpoint_hooks(accelerator, save_model, load_model, ema=ema_unet)
+
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    if args.allow_tf32:
+        tu.enable_tf32()
+    tu.scale_learning_rate(args, accelerator)
+    optimizer = torch.optim.AdamW(
+        unet.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+
+    # Data.
+    with accelerator.main_process_first():
+        train_dataset, validation_set = build_datasets(args, daclip.image_size)
+    train_dataloader = DataLoader(
+        train_dataset,
+        shuffle=True,
+        collate_fn=collate,
+        batch_size=args.train_batch_size,
+        num_workers=args.dataloader_num_workers,
+    )
+    updates_per_epoch, max_train_steps, num_epochs = tu.training_steps(args, len(train_dataloader))
+    lr_scheduler = tu.make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
+
+    unet, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, train_dataloader, lr_scheduler)
+    weight_dtype = tu.weight_dtype_for(accelerator)
+    daclip.to(accelerator.device, dtype=weight_dtype)
+    if ema_unet is not None:
+        ema_unet.to(accelerator.device)
+    # The dataloader's length changes once sharded across processes.
+    updates_per_epoch, max_train_steps, num_epochs = tu.training_steps(args, len(train_dataloader))
+
+    if accelerator.is_main_process:
+        sde_settings = {f"sde_{key}": value for key, value in sde_config.items()}
+        accelerator.init_trackers(args.tracker_project_name, tu.tracker_config(args, **sde_settings))
+
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info("***** Running training *****")
+    logger.info(f"  Num examples = {len(train_dataset)}")
+    logger.info(f"  Num epochs = {num_epochs}")
+    logger.info(f"  Instantaneous batch size per device = {args.train_batch_size}")
+    logger.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch_size}")
+    logger.info(f"  Gradient accumulation steps = {args.gradient_accumulation_steps}")
+    logger.info(f"  Total optimization steps = {max_train_steps}")
+
+    generator = tu.process_generator(args.seed, accelerator)  # timesteps and noise; checkpointed per process
+    global_step, first_epoch, skip_batches = tu.resume(accelerator, args, updates_per_epoch, generator)
+    progress_bar = tqdm(
+        range(max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
+
+    for epoch in range(first_epoch, num_epochs):
+        if global_step >= max_train_steps:
+            break
+        tu.set_epoch(train_dataloader, epoch)
+        batches = train_dataloader
+        if epoch == first_epoch and skip_batches:
+            batches = accelerator.skip_first_batches(train_dataloader, skip_batches)
+        train_loss = 0.0
+        for batch in batches:
+            with accelerator.accumulate(unet):
+                gt, lq = batch["gt"], batch["lq"]
+                content_embeds, degradation_embeds = daclip_embeddings(daclip, batch["lq_clip"])
+                timesteps = noise_scheduler.sample_training_timesteps(gt.shape[0], generator=generator, device=gt.device)
+                noise = torch.randn(gt.shape, generator=generator, device=generator.device, dtype=gt.dtype).to(gt.device)
+                loss = irsde_matching_loss(
+                    unet, noise_scheduler, gt, lq, timesteps, noise, degradation_embeds, content_embeds
+                )
+                train_loss += accelerator.reduce(loss.detach(), reduction="mean").item() / args.gradient_accumulation_steps
+
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+
+            if accelerator.sync_gradients:
+                if ema_unet is not None:
+                    ema_unet.step(unet.parameters())
+                progress_bar.update(1)
+                global_step += 1
+                accelerator.log({"train_loss": train_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+                progress_bar.set_postfix(loss=train_loss, lr=lr_scheduler.get_last_lr()[0])
+                train_loss = 0.0
+
+                if global_step % args.checkpointing_steps == 0:
+                    tu.save_checkpoint(accelerator, args, global_step, generator)
+
+                if (
+                    validation_set is not None
+                    and args.validation_steps is not None
+                    and global_step % args.validation_steps == 0
+                    and accelerator.is_main_process
+                ):
+                    model = accelerator.unwrap_model(unet)
+                    if ema_unet is not None:
+                        ema_unet.store(model.parameters())
+                        ema_unet.copy_to(model.parameters())
+                    log_validation(daclip, model, sde_config, validation_set, args, accelerator, global_step)
+                    if ema_unet is not None:
+                        ema_unet.restore(model.parameters())
+
+            if global_step >= max_train_steps:
+                break
+
+    # The pipeline: trained (EMA) UNet, the DA-CLIP in float32, the authors' posterior sampler.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unet = accelerator.unwrap_model(unet)
+        if ema_unet is not None:
+            ema_unet.copy_to(unet.parameters())
+        unet.eval()
+        final_daclip = daclip if weight_dtype == torch.float32 else reload_daclip(args)
+        pipeline = DACLIPPipeline(
+            daclip=final_daclip.to("cpu", dtype=torch.float32),
+            unet=unet.to("cpu"),
+            scheduler=IRSDEPosteriorScheduler(**sde_config),
+        )
+        pipeline.save_pretrained(args.output_dir)
+        logger.info(f"saved the pipeline to {args.output_dir} (global step {global_step})")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

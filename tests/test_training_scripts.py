@@ -1,0 +1,428 @@
+"""The training scripts (scripts/train_unet.py, scripts/train_daclip.py), tested as diffusers tests its examples:
+`accelerate launch` for a few steps on tiny models, then the written folders are loaded and used. Plus the pieces
+in-process: the objectives reduce their loss on a repeated batch, and PSNR/SSIM match scikit-image."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO_ROOT
+
+SCRIPTS = REPO_ROOT / "scripts"
+TINY_UNET_CONFIG = {"base_channels": 32, "channel_mult": [1, 1, 1, 2], "context_dim": 32}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared CPU idle threads spin: one thread is far faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scripts_on_path():
+    sys.path.insert(0, str(SCRIPTS))
+    yield
+    sys.path.remove(str(SCRIPTS))
+
+
+@pytest.fixture(scope="module")
+def tiny_daclip_args(weights_dir, parity_dir):
+    return ["--daclip_model", str(weights_dir / "daclip_tiny.pt"), "--daclip_config", str(parity_dir / "daclip_tiny.json")]
+
+
+@pytest.fixture(scope="module")
+def tiny_daclip(weights_dir, parity_dir):
+    from daclip import DACLIPModel
+
+    return DACLIPModel.from_original_checkpoint(weights_dir / "daclip_tiny.pt", config=parity_dir / "daclip_tiny.json")
+
+
+def launch(script, args, cwd):
+    """`accelerate launch --cpu` one process, no mixed precision; returns the combined output (asserts success)."""
+    if shutil.which("accelerate"):
+        launcher = [shutil.which("accelerate"), "launch"]
+    else:
+        launcher = [sys.executable, "-m", "accelerate.commands.launch"]
+    command = launcher + [
+        "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--num_cpu_threads_per_process", "1", str(SCRIPTS / script), *map(str, args),
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return output
+
+
+def read_metrics(output_dir):
+    with open(Path(output_dir) / "logs" / "metrics.jsonl", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def checkpoint_names(output_dir):
+    return sorted(path.name for path in Path(output_dir).iterdir() if path.name.startswith("checkpoint-"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# train_unet.py through accelerate launch
+# ---------------------------------------------------------------------------------------------------
+def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args):
+    from daclip import DACLIPPipeline, IRSDEPosteriorScheduler
+
+    unet_config = tmp_path / "unet.json"
+    unet_config.write_text(json.dumps(TINY_UNET_CONFIG))
+    output_dir = tmp_path / "unet-run"
+    common = [
+        *tiny_daclip_args, "--unet_config", unet_config, "--clean_images", "skimage", "--degradations", "noisy", "hazy",
+        "--resolution", 32, "--train_batch_size", 1, "--checkpointing_steps", 2, "--checkpoints_total_limit", 1,
+        "--num_validation_images", 2, "--validation_steps", 4, "--validation_inference_steps", 2, "--use_ema",
+        "--lr_scheduler", "constant",
+    ]
+
+    # Batch size 1 (the authors' `t.squeeze()` breaks it), EMA, validation at the last step.
+    launch("train_unet.py", common + ["--max_train_steps", 4, "--output_dir", output_dir], tmp_path)
+    assert checkpoint_names(output_dir) == ["checkpoint-4"]  # checkpoint-2 pruned by the limit of 1
+    checkpoint = output_dir / "checkpoint-4"
+    assert json.loads((checkpoint / "training_state.json").read_text()) == {"global_step": 4}
+    assert (checkpoint / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (checkpoint / "ema_state.pt").is_file()
+    metrics = read_metrics(output_dir)
+    assert [m["step"] for m in metrics if "train_loss" in m] == [1, 2, 3, 4]
+    validation = [m for m in metrics if "val_psnr" in m]
+    assert len(validation) == 1 and validation[0]["step"] == 4 and np.isfinite(validation[0]["val_ssim"])
+    saved = sorted(path.name for path in (output_dir / "validation" / "step-4").iterdir())
+    assert len(saved) == 6 and {name.rsplit("_", 1)[1] for name in saved} == {"LQ.png", "restored.png", "GT.png"}
+
+    # Resume from the latest checkpoint and go on to step 6 (same arguments, so the same held-out split).
+    resumed = ["--max_train_steps", 6, "--resume_from_checkpoint", "latest", "--output_dir", output_dir]
+    output = launch("train_unet.py", common + resumed, tmp_path)
+    assert "Resuming from checkpoint" in output and "checkpoint-4 (global step 4)" in output
+    assert [m["step"] for m in read_metrics(output_dir) if "train_loss" in m] == [1, 2, 3, 4, 5, 6]
+    assert checkpoint_names(output_dir) == ["checkpoint-6"]
+    assert json.loads((output_dir / "checkpoint-6" / "training_state.json").read_text()) == {"global_step": 6}
+
+    # Resuming continues the run exactly: the same batches, noise, optimizer and EMA states as 6 steps in one go.
+    straight_dir = tmp_path / "unet-straight"
+    launch("train_unet.py", common + ["--max_train_steps", 6, "--output_dir", straight_dir], tmp_path)
+    resumed_unet = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    straight_unet = load_file(straight_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    for key, value in straight_unet.items():
+        torch.testing.assert_close(resumed_unet[key], value, rtol=0, atol=1e-6, msg=key)
+    assert [m["train_loss"] for m in read_metrics(output_dir) if "train_loss" in m] == pytest.approx(
+        [m["train_loss"] for m in read_metrics(straight_dir) if "train_loss" in m], abs=1e-6
+    )
+
+    # The output folder is a pipeline: the trained (EMA) UNet, the DA-CLIP, the default posterior scheduler.
+    pipe = DACLIPPipeline.from_pretrained(output_dir)
+    assert isinstance(pipe.scheduler, IRSDEPosteriorScheduler)
+    sde_keys = ("num_train_timesteps", "max_sigma", "schedule", "eps")
+    assert {k: pipe.scheduler.config[k] for k in sde_keys} == {k: IRSDEPosteriorScheduler().config[k] for k in sde_keys}
+    assert pipe.unet.config.base_channels == 32 and pipe.daclip.config.embed_dim == 32
+    # ... whose UNet holds the EMA weights (the checkpoint's `unet/` holds the raw ones).
+    ema_state = torch.load(output_dir / "checkpoint-6" / "ema_state.pt", weights_only=True)
+    assert ema_state["optimization_step"] == 6
+    for parameter, shadow in zip(pipe.unet.parameters(), ema_state["shadow_params"], strict=True):
+        torch.testing.assert_close(parameter.data, shadow, rtol=0, atol=0)
+    raw = load_file(output_dir / "checkpoint-6" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(raw[key], value) for key, value in pipe.unet.state_dict().items())
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = pipe(image, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert out.images.shape == (1, 3, 32, 32) and torch.isfinite(out.images).all()
+    assert out.degradations[0] in pipe.daclip.config.degradations
+
+
+def test_train_unet_fine_tunes_a_pipeline_with_accumulation(tmp_path, weights_dir, parity_dir):
+    """--pretrained_model (a folder converted from the authors' files), gradient accumulation and checkpointing."""
+    from daclip import DACLIPPipeline
+
+    source = tmp_path / "source-pipeline"
+    DACLIPPipeline.from_original_checkpoints(
+        weights_dir / "daclip_tiny.pt", weights_dir / "universal-ir_tiny.pth", daclip_config=parity_dir / "daclip_tiny.json"
+    ).save_pretrained(source)
+    output_dir = tmp_path / "fine-tuned"
+    launch(
+        "train_unet.py",
+        [
+            "--pretrained_model", source, "--clean_images", "skimage", "--degradations", "rainy", "--resolution", 32,
+            "--train_batch_size", 2, "--gradient_accumulation_steps", 2, "--gradient_checkpointing",
+            "--max_train_steps", 2, "--checkpointing_steps", 100, "--learning_rate", 1e-3,
+            "--output_dir", output_dir,
+        ],
+        tmp_path,
+    )
+    assert checkpoint_names(output_dir) == []
+    assert [m["step"] for m in read_metrics(output_dir)] == [1, 2]
+    before, after = DACLIPPipeline.from_pretrained(source), DACLIPPipeline.from_pretrained(output_dir)
+    unet_before, unet_after = before.unet.state_dict(), after.unet.state_dict()
+    assert any(not torch.equal(unet_before[key], value) for key, value in unet_after.items())
+    daclip_before = before.daclip.state_dict()
+    assert all(torch.equal(daclip_before[key], value) for key, value in after.daclip.state_dict().items())
+
+
+# ---------------------------------------------------------------------------------------------------
+# train_daclip.py through accelerate launch
+# ---------------------------------------------------------------------------------------------------
+def test_train_daclip_trains_the_controller_only(tmp_path, tiny_daclip_args, tiny_daclip):
+    from daclip import DACLIPModel
+
+    output_dir = tmp_path / "daclip-run"
+    launch(
+        "train_daclip.py",
+        [
+            *tiny_daclip_args, "--clean_images", "skimage", "--degradations", "noisy", "hazy", "low-light",
+            "--resolution", 48, "--train_batch_size", 3, "--max_train_steps", 3, "--learning_rate", 1e-3,
+            "--lr_warmup_steps", 0, "--checkpointing_steps", 2, "--validation_steps", 3, "--num_validation_images", 3,
+            "--output_dir", output_dir,
+        ],
+        tmp_path,
+    )
+    assert checkpoint_names(output_dir) == ["checkpoint-2"]
+    assert (output_dir / "checkpoint-2" / "daclip" / "config.json").is_file()
+    metrics = read_metrics(output_dir)
+    assert [m["step"] for m in metrics if "train_loss" in m] == [1, 2, 3]
+    assert all("contrastive_loss" not in m for m in metrics)  # no captions: degradation loss only
+    accuracy = [m["val_accuracy"] for m in metrics if "val_accuracy" in m]
+    assert len(accuracy) == 1 and 0.0 <= accuracy[0] <= 1.0
+
+    trained = DACLIPModel.from_pretrained(output_dir)
+    before, after = tiny_daclip.state_dict(), trained.state_dict()
+    assert before.keys() == after.keys()
+    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    assert changed and all(key.startswith("visual_control.") or key == "logit_scale" for key in changed)
+    assert not any(key.startswith("clip.") for key in changed)
+    # Without captions nothing trains the injection layers.
+    assert not any(".zero_modules." in key for key in changed)
+    assert any(".resblocks." in key for key in changed)
+    trained.detect_degradation(np.zeros((32, 32, 3), np.uint8))  # usable as a model
+
+
+def test_train_daclip_new_model_on_captions(tmp_path, tiny_daclip, parity_dir, scripts_on_path):
+    """--clip_config + --clip_pretrained (a new DA-CLIP), the authors' caption CSV, EMA, accumulation."""
+    import PIL.Image
+
+    from daclip import DACLIPModel
+    from daclip.data import degrade, write_caption_csv
+
+    clip_weights = tmp_path / "clip.pt"
+    torch.save(tiny_daclip.clip.state_dict(), clip_weights)
+    rows = []
+    for index, crop in enumerate(_photo_crops(48, 4)):
+        for label in ("noisy", "hazy"):
+            path = tmp_path / f"{index}_{label}.png"
+            lq = degrade(crop, label, np.random.default_rng(index))
+            PIL.Image.fromarray((lq * 255).round().astype(np.uint8)).save(path)
+            rows.append((path.name, f"a photo number {index}", label))
+    csv_path = write_caption_csv(tmp_path / "train.csv", rows)
+
+    output_dir = tmp_path / "new-daclip"
+    launch(
+        "train_daclip.py",
+        [
+            "--clip_config", parity_dir / "daclip_tiny.json", "--clip_pretrained", clip_weights, "--train_csv", csv_path,
+            "--train_batch_size", 2, "--gradient_accumulation_steps", 2, "--max_train_steps", 2, "--learning_rate", 1e-3,
+            "--lr_warmup_steps", 0, "--use_ema", "--ema_decay", 0.5, "--checkpointing_steps", 100,
+            "--num_validation_images", 2, "--validation_steps", 2, "--output_dir", output_dir,
+        ],
+        tmp_path,
+    )
+    metrics = read_metrics(output_dir)
+    losses = [m for m in metrics if "train_loss" in m]
+    assert [m["step"] for m in losses] == [1, 2]
+    assert all(m["train_loss"] == pytest.approx(m["degra_loss"] + m["contrastive_loss"]) for m in losses)
+    assert [m["step"] for m in metrics if "val_accuracy" in m] == [2]
+
+    trained = DACLIPModel.from_pretrained(output_dir)
+    assert list(trained.config.degradations) == ["hazy", "noisy"]  # the CSV's labels, in the released order
+    before, after = tiny_daclip.state_dict(), trained.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before if key.startswith("clip."))
+    # The controller started as a copy of the CLIP image tower with zero injections; captions train both.
+    assert any(value.abs().sum() > 0 for key, value in after.items() if ".zero_modules." in key)
+    copied = {key: value for key, value in after.items() if key.startswith("clip.visual.transformer.")}
+    assert any(
+        not torch.equal(value, after[key.replace("clip.visual.transformer.", "visual_control.transformer.transformer.")])
+        for key, value in copied.items()
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The objectives, in-process: a repeated batch gets a lower loss
+# ---------------------------------------------------------------------------------------------------
+def _photo_crops(size, count):
+    import training_utils
+
+    return [photo[:size, :size].astype(np.float32) / 255 for photo in training_utils.skimage_photos()[:count]]
+
+
+def test_unet_objective_learns_a_fixed_batch(scripts_on_path, tiny_daclip):
+    import train_unet
+    from daclip import DACLIPUNet2DModel, IRSDEScheduler
+    from daclip.data import degrade
+
+    torch.manual_seed(0)
+    gt_images = _photo_crops(16, 2)
+    lq_images = [degrade(gt, "noisy", np.random.default_rng(index)) for index, gt in enumerate(gt_images)]
+    to_batch = lambda images: torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image in images])
+    gt, lq = to_batch(gt_images), to_batch(lq_images)
+    content_embeds, degradation_embeds = train_unet.daclip_embeddings(tiny_daclip, tiny_daclip.preprocess(list(lq)))
+    scheduler = IRSDEScheduler()
+    timesteps = torch.tensor([70, 90])
+    noise = torch.randn_like(gt)
+
+    # The script's optimiser settings (the authors': AdamW, betas (0.9, 0.99), no weight decay).
+    unet = DACLIPUNet2DModel(**TINY_UNET_CONFIG).train()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0)
+    losses = []
+    for _ in range(60):
+        loss = train_unet.irsde_matching_loss(unet, scheduler, gt, lq, timesteps, noise, degradation_embeds, content_embeds)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+    # Batch size 1 works (a 1-element time, not the authors' 0-d squeeze).
+    single = train_unet.irsde_matching_loss(
+        unet, scheduler, gt[:1], lq[:1], timesteps[:1], noise[:1], degradation_embeds[:1], content_embeds[:1]
+    )
+    assert single.ndim == 0 and torch.isfinite(single)
+
+
+def test_daclip_objective_learns_a_fixed_batch(scripts_on_path, tiny_daclip):
+    import copy
+
+    import train_daclip
+    from daclip.data import degrade
+
+    model = copy.deepcopy(tiny_daclip)
+    labels = ["noisy", "hazy", "low-light", "rainy"]
+    crops = _photo_crops(64, 4)
+    degraded = [degrade(crop, label, np.random.default_rng(index)) for index, (crop, label) in enumerate(zip(crops, labels))]
+    pixel_values = model.preprocess([torch.from_numpy(image).permute(2, 0, 1) for image in degraded])
+    embed_texts = train_daclip.TextEmbedder(model)
+    degradation_text_embeds = embed_texts(labels, cache=True)
+    caption_embeds = embed_texts([f"a photo, number {index}" for index in range(4)])
+
+    named = train_daclip.trainable_parameters(model, train_injection=True)
+    assert {name.split(".")[0] for name, _ in named} == {"visual_control", "logit_scale"}
+    assert not any(parameter.requires_grad for name, parameter in model.named_parameters() if name.startswith("clip."))
+    optimizer = torch.optim.AdamW(train_daclip.optimizer_groups(named, 0.0), lr=1e-3)
+    clip_before = {key: value.clone() for key, value in model.clip.state_dict().items()}
+    losses = []
+    for _ in range(20):
+        output = train_daclip.daclip_contrastive_loss(
+            model, model.logit_scale, pixel_values, degradation_text_embeds, caption_embeds
+        )
+        optimizer.zero_grad()
+        output["loss"].backward()
+        optimizer.step()
+        losses.append(output["loss"].item())
+    assert set(output) == {"degra_loss", "contrastive_loss", "loss"}
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert all(torch.equal(clip_before[key], value) for key, value in model.clip.state_dict().items())
+    assert any(module.weight.abs().sum() > 0 for module in model.visual_control.transformer.zero_modules)
+
+
+def test_clip_loss_is_open_clips(scripts_on_path):
+    import train_daclip
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(5, 8, generator=generator), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(5, 8, generator=generator), dim=-1)
+    scale = torch.tensor(14.0)
+    logits_image, logits_text = scale * image @ text.T, scale * text @ image.T
+    labels = torch.arange(5)
+    expected = (torch.nn.functional.cross_entropy(logits_image, labels) + torch.nn.functional.cross_entropy(logits_text, labels)) / 2
+    assert torch.allclose(train_daclip.clip_loss(image, text, scale), expected)
+
+
+def test_clip_weights_start_the_controller(scripts_on_path, tiny_daclip, tmp_path, parity_dir):
+    import train_daclip
+    from daclip import DACLIPModel
+    from daclip.pipelines.daclip.convert_original import load_open_clip_config
+
+    path = tmp_path / "clip.pt"
+    torch.save(tiny_daclip.clip.state_dict(), path)
+    model = DACLIPModel(**load_open_clip_config(parity_dir / "daclip_tiny.json"))
+    train_daclip.load_clip_weights(model, path)
+    assert all(torch.equal(value, tiny_daclip.clip.state_dict()[key]) for key, value in model.clip.state_dict().items())
+    controller = model.visual_control.state_dict()
+    for name, value in model.clip.visual.state_dict().items():
+        target = "transformer." + name if name.startswith("transformer.") else name
+        assert torch.equal(controller[target], value), name
+    assert all(not module.weight.any() and not module.bias.any() for module in model.visual_control.transformer.zero_modules)
+    assert torch.equal(model.logit_scale, model.clip.logit_scale)
+    # With zero injections the content embedding is plain CLIP's.
+    pixel_values = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        content, _ = model.encode_image(pixel_values)
+        plain, _ = model.encode_image(pixel_values, control=False)
+    torch.testing.assert_close(content, plain)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared plumbing
+# ---------------------------------------------------------------------------------------------------
+def test_psnr_and_ssim_match_skimage(scripts_on_path):
+    metrics = pytest.importorskip("skimage.metrics")
+    import training_utils
+
+    rng = np.random.default_rng(0)
+    target = rng.random((2, 3, 40, 52))
+    prediction = np.clip(target + 0.1 * rng.standard_normal(target.shape), 0, 1)
+    prediction[1] = rng.random((3, 40, 52))  # one unrelated pair
+    psnr = training_utils.psnr(torch.from_numpy(prediction), torch.from_numpy(target))
+    ssim = training_utils.ssim(torch.from_numpy(prediction).float(), torch.from_numpy(target).float())
+    for index in range(2):
+        x, y = prediction[index].transpose(1, 2, 0), target[index].transpose(1, 2, 0)
+        expected_psnr = metrics.peak_signal_noise_ratio(y, x, data_range=1.0)
+        expected_ssim = metrics.structural_similarity(
+            x, y, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
+        assert abs(psnr[index].item() - expected_psnr) < 1e-3
+        assert abs(ssim[index].item() - expected_ssim) < 1e-3
+    identical = training_utils.ssim(torch.from_numpy(target), torch.from_numpy(target))
+    torch.testing.assert_close(identical, torch.ones(2, dtype=torch.float64))
+
+
+def test_checkpoint_pruning_and_resume_resolution(scripts_on_path, tmp_path):
+    import training_utils
+
+    for step in (10, 2, 30):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-notastep").mkdir()
+    (tmp_path / "logs").mkdir()
+    assert [p.name for p in training_utils.list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10", "checkpoint-30"]
+    assert training_utils.resolve_resume_checkpoint("latest", tmp_path).name == "checkpoint-30"
+    assert training_utils.resolve_resume_checkpoint("checkpoint-10", tmp_path) == tmp_path / "checkpoint-10"
+    assert training_utils.resolve_resume_checkpoint(str(tmp_path / "checkpoint-2"), "elsewhere") == tmp_path / "checkpoint-2"
+    assert training_utils.resolve_resume_checkpoint(None, tmp_path) is None
+    with pytest.raises(FileNotFoundError):
+        training_utils.resolve_resume_checkpoint("checkpoint-99", tmp_path)
+    assert training_utils.checkpoint_step(tmp_path / "checkpoint-10") == 10
+
+    # A limit of 2: before the next save, keep only the newest one.
+    removed = training_utils.prune_checkpoints(tmp_path, 2)
+    assert [p.name for p in removed] == ["checkpoint-2", "checkpoint-10"]
+    assert [p.name for p in training_utils.list_checkpoints(tmp_path)] == ["checkpoint-30"]
+    assert training_utils.prune_checkpoints(tmp_path, None) == []
+    assert training_utils.resolve_resume_checkpoint("latest", tmp_path / "empty") is None
+
+
+def test_held_out_split_keeps_clean_images_apart(scripts_on_path):
+    import training_utils
+
+    train, held_out = training_utils.held_out_indices(30, 4, group_size=3)
+    assert held_out == [0, 1, 2, 3] and train == list(range(6, 30))  # image 1 (items 3..5) is out of training
+    assert training_utils.held_out_indices(5, 0) == ([0, 1, 2, 3, 4], [])
+    with pytest.raises(ValueError):
+        training_utils.held_out_indices(3, 3)
