@@ -9,6 +9,7 @@ from .pipelines.daclip.pipeline_daclip import DACLIPPipeline, DACLIPPipelineOutp
 from .pipelines.daclip.hub import download_original_checkpoints
 from .schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
 from .utils import CheckpointError
+from .demo import demo_model_path
 
 # ComfyUI looks for these names in the package it imports.
 from .daclip_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY
@@ -25,6 +26,7 @@ __all__ = [
     "IRSDEScheduler",
     "IRSDEPosteriorScheduler",
     "CheckpointError",
+    "demo_model_path",
     "NODE_CLASS_MAPPINGS",
     "NODE_DISPLAY_NAME_MAPPINGS",
     "WEB_DIRECTORY",

@@ -158,8 +158,9 @@ def save_atomically(image, path: Path) -> None:
     """Write next to the target and rename: the target is either absent or complete, never partial."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.part", dir=path.parent)
-    os.close(handle)
     try:
+        # Inside the try: Ctrl-C can land on any call, this one too, and must not strand the empty temporary.
+        os.close(handle)
         image.save(temporary, format="PNG")
         os.replace(temporary, path)
     except BaseException:
@@ -179,6 +180,22 @@ def _resolve_device(name: str):
     return torch.device(name)
 
 
+def use_demo_model_if_none_given(args) -> None:
+    """No --model, --daclip or --unet: the bundled demo model (said on stderr, as it is no real restorer)."""
+    if args.model or args.daclip or args.unet:
+        return
+    from .demo import demo_model_path
+
+    try:
+        args.model = str(demo_model_path())
+    except FileNotFoundError as error:
+        raise UsageError(f"no model given, and {error}. Give --model FOLDER_OR_HUB_ID, or --daclip FILE.pt "
+                         "(and --unet FILE.pth)") from None
+    print("daclip: no model given: using the bundled demo model (small, trained on synthetic hazy, low-light, "
+          "noisy, rainy and snowy images; see README). For real photos use the authors' weights: "
+          "--daclip daclip_ViT-B-32.pt --unet universal-ir.pth", file=sys.stderr)
+
+
 def load_pipeline(args):
     import torch
 
@@ -187,6 +204,7 @@ def load_pipeline(args):
     dtype = getattr(torch, args.dtype)
     if args.model and (args.daclip or args.unet):
         raise UsageError("give either --model or --daclip/--unet, not both")
+    use_demo_model_if_none_given(args)
     if args.model:
         pipe = DACLIPPipeline.from_pretrained(args.model)
     elif args.daclip and args.unet:
@@ -201,6 +219,7 @@ def load_daclip(args):
 
     from .pipelines.daclip.modeling_daclip import DACLIPModel
 
+    use_demo_model_if_none_given(args)
     if args.model and os.path.isdir(args.model):
         model = DACLIPModel.from_pretrained(args.model, subfolder="daclip")
     elif args.model:

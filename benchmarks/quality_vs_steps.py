@@ -31,9 +31,25 @@ DEFAULT_STEPS = (5, 10, 20, 50, 100)
 DEFAULT_SAMPLERS = ("posterior", "sde")
 
 
+def _as_batch(image: np.ndarray):
+    """[H, W, C] (or [H, W]) in [0, 1] → the `[1, C, H, W]` float64 tensor `daclip.utils.image_metrics` takes."""
+    import torch
+
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 2:
+        image = image[..., None]
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+    from daclip.utils.image_metrics import psnr as batch_psnr
+
+    return float(batch_psnr(_as_batch(a), _as_batch(b))[0])
+
+
+def quantize_8bit(image: np.ndarray) -> np.ndarray:
+    """What a saved 8-bit PNG holds (the authors score uint8 images)."""
+    return np.round(np.clip(image, 0, 1) * 255) / 255
 
 
 def luma(image: np.ndarray) -> np.ndarray:
@@ -42,9 +58,9 @@ def luma(image: np.ndarray) -> np.ndarray:
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
+    from daclip.utils.image_metrics import ssim as batch_ssim
 
-    return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0))
+    return float(batch_ssim(_as_batch(a), _as_batch(b))[0])
 
 
 def center_crop(image: np.ndarray, size: Optional[int]) -> np.ndarray:
@@ -79,7 +95,10 @@ def paired_images(root: Path) -> List[Tuple[str, str, np.ndarray, np.ndarray]]:
     return pairs
 
 
-def clean_photos(folder: Optional[Path]) -> List[Tuple[str, np.ndarray]]:
+DEFAULT_SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
+
+
+def clean_photos(folder: Optional[Path], skimage_names=DEFAULT_SKIMAGE_PHOTOS) -> List[Tuple[str, np.ndarray]]:
     if folder is not None:
         paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"))
         if not paths:
@@ -88,7 +107,7 @@ def clean_photos(folder: Optional[Path]) -> List[Tuple[str, np.ndarray]]:
     from skimage import data
 
     photos = []
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry"):
+    for name in skimage_names:
         image = getattr(data, name)()
         photos.append((name, image.astype(np.float32) / 255.0))
     return photos
@@ -132,7 +151,9 @@ def evaluate(args) -> Dict:
     if args.pairs:
         pairs = paired_images(Path(args.pairs))
     else:
-        pairs = synthetic_pairs(clean_photos(Path(args.clean) if args.clean else None), args.degradations, args.seed)
+        pairs = synthetic_pairs(
+            clean_photos(Path(args.clean) if args.clean else None, args.skimage_photos), args.degradations, args.seed
+        )
     pairs = [(name, label, center_crop(lq, args.size), center_crop(gt, args.size)) for name, label, lq, gt in pairs]
     if args.max_images:
         pairs = pairs[: args.max_images]
@@ -151,8 +172,7 @@ def evaluate(args) -> Dict:
                     output_type="np", tile_size=args.tile_size,
                 ).images[0]
                 seconds = time.perf_counter() - started
-                # the pipeline's 8-bit rounding, as a saved PNG would have it
-                restored = np.round(np.clip(restored, 0, 1) * 255) / 255
+                restored = quantize_8bit(restored)
                 records.append(dict(
                     sampler=sampler, steps=steps, image=name, degradation=label, seconds=seconds,
                     psnr=psnr(restored, gt), psnr_y=psnr(luma(restored), luma(gt)), ssim=ssim(restored, gt),
@@ -208,6 +228,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--model", help="a trained pipeline folder (save_pretrained / `daclip convert`) or Hub id")
     parser.add_argument("--pairs", help="ROOT of the authors' layout ROOT/<degradation>/{LQ,GT}/")
     parser.add_argument("--clean", help="folder of clean photos to degrade (default: scikit-image's photos)")
+    parser.add_argument("--skimage-photos", nargs="+", default=list(DEFAULT_SKIMAGE_PHOTOS),
+                        help="without --clean: which scikit-image photos (e.g. coffee rocket: the demo model's held-out ones)")
     parser.add_argument("--degradations", nargs="+", help="labels to synthesise (default: every synthesisable one)")
     parser.add_argument("--steps", type=int, nargs="+", default=list(DEFAULT_STEPS))
     parser.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS), choices=["posterior", "sde", "ode"])

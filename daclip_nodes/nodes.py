@@ -230,14 +230,21 @@ def load_restoration_model(path: str, name: str) -> Tuple[DACLIPUNet2DModel, Dic
 # -----------------------------------------------------------------------------------------------------------
 # Nodes
 # -----------------------------------------------------------------------------------------------------------
-def _model_input(tooltip: str):
-    return (comfy_adapter.model_entries(), {"tooltip": tooltip})
-
-
 _DEVICE_INPUT = (DEVICES, {"default": "default", "tooltip": "default: ComfyUI's device while the node runs, "
                            "offloaded afterwards; cpu: always on the CPU."})
 _DTYPE_INPUT = (list(DTYPES), {"default": "fp32", "tooltip": "Weights and compute precision. fp32 reproduces the "
                                "authors' numbers; fp16/bf16 save memory on a GPU."})
+
+
+def _loader_inputs(model_tooltip: str):
+    """Both loaders: a model from models/daclip (listed afresh each time), where it runs, its precision."""
+    return {
+        "required": {
+            "model_name": (comfy_adapter.model_entries(), {"tooltip": model_tooltip}),
+            "device": _DEVICE_INPUT,
+            "dtype": _DTYPE_INPUT,
+        }
+    }
 
 
 class DACLIPLoader:
@@ -245,15 +252,10 @@ class DACLIPLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model_name": _model_input(
-                    "A DA-CLIP file from models/daclip (e.g. daclip_ViT-B-32.pt) or a saved pipeline folder."
-                ),
-                "device": _DEVICE_INPUT,
-                "dtype": _DTYPE_INPUT,
-            }
-        }
+        return _loader_inputs(
+            "A DA-CLIP file from models/daclip (e.g. daclip_ViT-B-32.pt), a saved pipeline folder, or the bundled "
+            "demo-model/."
+        )
 
     RETURN_TYPES = ("DACLIP_MODEL",)
     RETURN_NAMES = ("daclip",)
@@ -273,15 +275,10 @@ class DACLIPRestorationModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model_name": _model_input(
-                    "A restoration UNet from models/daclip (e.g. universal-ir.pth, wild-ir.pth) or a saved pipeline folder."
-                ),
-                "device": _DEVICE_INPUT,
-                "dtype": _DTYPE_INPUT,
-            }
-        }
+        return _loader_inputs(
+            "A restoration UNet from models/daclip (e.g. universal-ir.pth, wild-ir.pth), a saved pipeline folder, "
+            "or the bundled demo-model/."
+        )
 
     RETURN_TYPES = ("DACLIP_UNET",)
     RETURN_NAMES = ("restoration_model",)

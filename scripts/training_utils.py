@@ -20,14 +20,14 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Subset
 
 from daclip import DACLIPModel
+from daclip.utils.image_metrics import psnr, quantize_8bit, ssim  # noqa: F401  (the scripts use tu.psnr, ...)
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,13 @@ def add_clean_image_arguments(parser: argparse.ArgumentParser, resolution: int) 
         help="a built-in set: 'skimage' = scikit-image's bundled photos (tests and demos)",
     )
     group.add_argument(
+        "--skimage_photos",
+        nargs="+",
+        choices=SKIMAGE_PHOTOS,
+        default=list(SKIMAGE_PHOTOS),
+        help="with --clean_images skimage: which of its photos to use (default: all), e.g. to hold some out",
+    )
+    group.add_argument(
         "--degradations",
         nargs="+",
         default=None,
@@ -207,8 +214,9 @@ def load_daclip(path: Union[str, os.PathLike], config: Optional[str] = None) -> 
 # ---------------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------------
-def skimage_photos() -> List[np.ndarray]:
-    """scikit-image's bundled photos (`SKIMAGE_PHOTOS`) as uint8 `[H, W, 3]` arrays (greyscale repeated)."""
+def skimage_photos(names: Sequence[str] = SKIMAGE_PHOTOS) -> List[np.ndarray]:
+    """scikit-image's bundled photos (`names`, from `SKIMAGE_PHOTOS`) as uint8 `[H, W, 3]` arrays (greyscale
+    repeated)."""
     try:
         import skimage.data
     except ImportError:
@@ -216,7 +224,7 @@ def skimage_photos() -> List[np.ndarray]:
     photos = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in SKIMAGE_PHOTOS:
+        for name in names:
             image = getattr(skimage.data, name)()
             if isinstance(image, tuple):  # stereo_motorcycle: (left, right, disparity)
                 image = image[0]
@@ -232,7 +240,7 @@ def clean_image_source(args: argparse.Namespace) -> Union[str, List[np.ndarray]]
     if args.clean_images_dir:
         return args.clean_images_dir
     if args.clean_images == "skimage":
-        return skimage_photos()
+        return skimage_photos(args.skimage_photos)
     raise ValueError("no clean images given: use --clean_images_dir or --clean_images skimage")
 
 
@@ -543,74 +551,6 @@ def register_checkpoint_hooks(accelerator, save_model, load_model, ema=None) -> 
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Image-quality metrics (images in [0, data_range], `[B, C, H, W]`)
-# ---------------------------------------------------------------------------------------------------
-def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    if prediction.shape != target.shape:
-        raise ValueError(f"images differ in shape: {tuple(prediction.shape)} vs {tuple(target.shape)}")
-    if prediction.ndim == 3:
-        prediction, target = prediction[None], target[None]
-    if prediction.ndim != 4:
-        raise ValueError(f"expected [B, C, H, W] or [C, H, W] images, got {tuple(prediction.shape)}")
-    return prediction.double(), target.double()
-
-
-def psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image (`[B]`, dB, float64): 10 log10(range² / MSE over C, H, W)."""
-    prediction, target = _check_pair(prediction, target)
-    mse = (prediction - target).pow(2).mean(dim=(1, 2, 3))
-    return 10 * torch.log10(data_range**2 / mse)
-
-
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """The normalised 1-D Gaussian of `size` taps (float64)."""
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    window = torch.exp(-(coords**2) / (2 * sigma**2))
-    return window / window.sum()
-
-
-def ssim(
-    prediction: torch.Tensor,
-    target: torch.Tensor,
-    data_range: float = 1.0,
-    window_size: int = 11,
-    sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-) -> torch.Tensor:
-    """Structural similarity per image (`[B]`, float64), averaged over channels and valid window positions.
-
-    Wang et al. (2004): local statistics under an 11×11 Gaussian window (σ = 1.5), population covariances,
-    C1 = (0.01 L)², C2 = (0.03 L)². Equals `skimage.metrics.structural_similarity(..., data_range=L,
-    channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)` and the authors'
-    `calculate_ssim` (which works on 0..255).
-    """
-    prediction, target = _check_pair(prediction, target)
-    if min(prediction.shape[-2:]) < window_size:
-        raise ValueError(f"SSIM needs images of at least {window_size}×{window_size} pixels, got {tuple(prediction.shape[-2:])}")
-    channels = prediction.shape[1]
-    window = gaussian_window(window_size, sigma).to(prediction.device)
-    horizontal = window.view(1, 1, 1, -1).expand(channels, 1, 1, window_size)
-    vertical = window.view(1, 1, -1, 1).expand(channels, 1, window_size, 1)
-
-    def local_mean(x: torch.Tensor) -> torch.Tensor:  # 'valid' separable filtering
-        return F.conv2d(F.conv2d(x, horizontal, groups=channels), vertical, groups=channels)
-
-    mu_x, mu_y = local_mean(prediction), local_mean(target)
-    var_x = local_mean(prediction * prediction) - mu_x**2
-    var_y = local_mean(target * target) - mu_y**2
-    cov_xy = local_mean(prediction * target) - mu_x * mu_y
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.mean(dim=(1, 2, 3))
-
-
-def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] and round to 8-bit levels: what a saved PNG holds (the authors score uint8 images)."""
-    return (images.clamp(0, 1) * 255).round() / 255
 
 
 def save_image(image: torch.Tensor, path: Union[str, os.PathLike]) -> None:

@@ -104,11 +104,16 @@ def test_convert_then_restore_from_the_folder(photos, tmp_path, weights_dir, par
     assert main(["convert", *model_args, "-o", str(folder)]) == 2, "must not write into a non-empty folder"
 
 
-def test_usage_and_model_errors_have_exit_codes_and_no_traceback(photos, tmp_path, weights_dir, capsys):
+def test_usage_and_model_errors_have_exit_codes_and_no_traceback(photos, tmp_path, weights_dir, capsys, monkeypatch):
     assert main(["restore", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o"), "--model", "x"]) == 2
     assert "no such file" in capsys.readouterr().err
+    # no model given and no bundled demo model (e.g. a stripped install): say so
+    monkeypatch.setattr("daclip.demo.DEMO_MODEL_DIR", tmp_path / "no-demo-model")
     assert main(["restore", str(photos), "-o", str(tmp_path / "o")]) == 2
     assert "no model" in capsys.readouterr().err
+    assert main(["detect", str(photos)]) == 2
+    assert "no model" in capsys.readouterr().err
+    monkeypatch.undo()
     # a UNet file given as DA-CLIP
     bad = ["--daclip", str(weights_dir / "universal-ir_tiny.pth"), "--unet", str(weights_dir / "universal-ir_tiny.pth")]
     assert main(["restore", str(photos), "-o", str(tmp_path / "o"), *bad]) == 3

@@ -372,28 +372,6 @@ def test_clip_weights_start_the_controller(scripts_on_path, tiny_daclip, tmp_pat
 # ---------------------------------------------------------------------------------------------------
 # Shared plumbing
 # ---------------------------------------------------------------------------------------------------
-def test_psnr_and_ssim_match_skimage(scripts_on_path):
-    metrics = pytest.importorskip("skimage.metrics")
-    import training_utils
-
-    rng = np.random.default_rng(0)
-    target = rng.random((2, 3, 40, 52))
-    prediction = np.clip(target + 0.1 * rng.standard_normal(target.shape), 0, 1)
-    prediction[1] = rng.random((3, 40, 52))  # one unrelated pair
-    psnr = training_utils.psnr(torch.from_numpy(prediction), torch.from_numpy(target))
-    ssim = training_utils.ssim(torch.from_numpy(prediction).float(), torch.from_numpy(target).float())
-    for index in range(2):
-        x, y = prediction[index].transpose(1, 2, 0), target[index].transpose(1, 2, 0)
-        expected_psnr = metrics.peak_signal_noise_ratio(y, x, data_range=1.0)
-        expected_ssim = metrics.structural_similarity(
-            x, y, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
-        )
-        assert abs(psnr[index].item() - expected_psnr) < 1e-3
-        assert abs(ssim[index].item() - expected_ssim) < 1e-3
-    identical = training_utils.ssim(torch.from_numpy(target), torch.from_numpy(target))
-    torch.testing.assert_close(identical, torch.ones(2, dtype=torch.float64))
-
-
 def test_checkpoint_pruning_and_resume_resolution(scripts_on_path, tmp_path):
     import training_utils
 
@@ -426,3 +404,20 @@ def test_held_out_split_keeps_clean_images_apart(scripts_on_path):
     assert training_utils.held_out_indices(5, 0) == ([0, 1, 2, 3, 4], [])
     with pytest.raises(ValueError):
         training_utils.held_out_indices(3, 3)
+
+
+def test_skimage_photos_can_be_chosen_to_hold_some_out(scripts_on_path):
+    import argparse
+
+    import training_utils
+
+    parser = argparse.ArgumentParser()
+    training_utils.add_clean_image_arguments(parser, resolution=32)
+    args = parser.parse_args(["--clean_images", "skimage", "--skimage_photos", "camera", "astronaut"])
+    photos = training_utils.clean_image_source(args)
+    assert [photo.shape for photo in photos] == [(512, 512, 3), (512, 512, 3)]
+    assert np.array_equal(photos[0][..., 0], photos[0][..., 2])  # camera is greyscale, repeated into RGB
+    everything = training_utils.clean_image_source(parser.parse_args(["--clean_images", "skimage"]))
+    assert len(everything) == len(training_utils.SKIMAGE_PHOTOS)
+    with pytest.raises(SystemExit):  # not one of the bundled photos
+        parser.parse_args(["--clean_images", "skimage", "--skimage_photos", "coffee-cup"])
