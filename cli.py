@@ -154,6 +154,12 @@ def open_image(path: Path):
         raise ValueError(f"{path}: cannot read the image ({error})") from None
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def save_atomically(image, path: Path) -> None:
     """Write next to the target and rename: the target is either absent or complete, never partial."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +168,8 @@ def save_atomically(image, path: Path) -> None:
         # Inside the try: Ctrl-C can land on any call, this one too, and must not strand the empty temporary.
         os.close(handle)
         image.save(temporary, format="PNG")
+        # mkstemp makes the file private (0600); a result should get the permissions any new file gets.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -101,7 +101,6 @@ class ReferenceUNet:
     """
 
     def __init__(self, ours, authors_code: Optional[str], share_weights: bool = False):
-        import torch
 
         self.dtype = ours.dtype
         self.authors = authors_code is not None

@@ -128,6 +128,34 @@ def paired_flip(
     return out
 
 
+def random_zoomed_crop(
+    image: np.ndarray, size: Optional[int], rng: np.random.Generator, scale_range: Tuple[float, float]
+) -> np.ndarray:
+    """A random `size`×`size` crop of the image seen at a random scale from `scale_range` (a window of
+    `size / scale` pixels, resized with antialiasing): the same scene at other scales, so that a few photos give
+    crops with more kinds of content. Only the window is resized, so large photos cost no more than small ones.
+    `size=None`: the whole image, rescaled."""
+    scale = float(rng.uniform(*scale_range))
+    if size is None:
+        height, width = image.shape[:2]
+        window, target = image, (max(1, round(width * scale)), max(1, round(height * scale)))
+    else:
+        (window,) = paired_random_crop([image], max(size, int(np.ceil(size / scale))), rng)
+        target = (size, size)
+    if window.shape[1::-1] == target:
+        return window
+    pixels = PIL.Image.fromarray(np.round(np.clip(window, 0, 1) * 255).astype(np.uint8))
+    return np.asarray(pixels.resize(target, PIL.Image.BICUBIC), dtype=np.float32) / 255
+
+
+def photometric_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random exposure (×0.7–1.3), gamma (0.7–1.4) and saturation (×0.6–1.4) of a clean image in [0, 1]:
+    a detector then learns the degradation, not the brightness or colours of the few training photos."""
+    image = np.clip(image * rng.uniform(0.7, 1.3), 0, 1) ** rng.uniform(0.7, 1.4)
+    grey = image.mean(axis=2, keepdims=True)
+    return np.clip(grey + (image - grey) * rng.uniform(0.6, 1.4), 0, 1).astype(np.float32)
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """float32 `[H, W, 3]` → float32 tensor `[3, H, W]`."""
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
@@ -319,7 +347,11 @@ class SyntheticDegradationDataset(_SeededItems, Dataset):
         seed: base seed (default 0); None draws from torch's RNG (not reproducible).
         flip, rotate, clip_preprocess: as in `PairedDegradationDataset`.
         degradation_params: per-label keyword overrides, e.g. `{"noisy": {"sigma_range": (50, 50)}}`.
+        augment: vary the clean image before it is cropped and degraded: a random rescale (×0.5–1) and
+            photometric jitter (`photometric_jitter`). Off by default: `gt` is then a crop of the image as given.
     """
+
+    AUGMENT_SCALE_RANGE = (0.5, 1.0)
 
     def __init__(
         self,
@@ -331,6 +363,7 @@ class SyntheticDegradationDataset(_SeededItems, Dataset):
         rotate: bool = False,
         clip_preprocess: ClipPreprocess = False,
         degradation_params: Optional[Mapping[str, Mapping[str, Any]]] = None,
+        augment: bool = False,
     ):
         if isinstance(images, (str, os.PathLike)):
             self.images: List[Any] = list(list_images(images))
@@ -353,6 +386,7 @@ class SyntheticDegradationDataset(_SeededItems, Dataset):
         self.seed = seed
         self.flip = flip
         self.rotate = rotate
+        self.augment = augment
         self.clip_preprocess = _check_clip_preprocess(clip_preprocess)
 
     def __len__(self) -> int:
@@ -366,9 +400,15 @@ class SyntheticDegradationDataset(_SeededItems, Dataset):
         index = _check_index(index, len(self))
         image_index, label = index // len(self.degradations), self.degradations[index % len(self.degradations)]
         rng = self._item_rng(index)
-        (gt,) = paired_random_crop([self._clean(image_index)], self.crop_size, rng)
+        clean = self._clean(image_index)
+        if self.augment:
+            (gt,) = [random_zoomed_crop(clean, self.crop_size, rng, self.AUGMENT_SCALE_RANGE)]
+        else:
+            (gt,) = paired_random_crop([clean], self.crop_size, rng)
         (gt,) = paired_flip([gt], rng, self.flip, self.rotate)
         gt = np.ascontiguousarray(gt)
+        if self.augment:
+            gt = photometric_jitter(gt, rng)
         lq = degrade(gt, label, rng, **self.degradation_params.get(label, {}))
         item = {"lq": to_tensor(lq), "gt": to_tensor(gt), "degradation": label, "image_index": image_index}
         if self.clip_preprocess:

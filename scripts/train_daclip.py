@@ -187,7 +187,8 @@ def build_datasets(args, clip_size: int):
 
         def synthetic(flip, seed):
             return SyntheticDegradationDataset(
-                images, degradations=labels, crop_size=args.resolution, seed=seed, flip=flip, clip_preprocess=clip_size
+                images, degradations=labels, crop_size=args.resolution, seed=seed, flip=flip, clip_preprocess=clip_size,
+                augment=args.augment_clean_images and flip,  # the held-out items stay plain crops
             )
 
         train_set, validation_base, group_size = synthetic(True, args.seed), synthetic(False, args.seed + 1), len(labels)
@@ -330,25 +331,9 @@ def main(argv=None) -> None:
 
         ema = EMAModel(trainable, decay=args.ema_decay)
 
-    def save_model(unwrapped, folder):
-        unwrapped.save_pretrained(os.path.join(folder, DACLIP_FOLDER))
-
-    def load_model(unwrapped, folder):
-        loaded = DACLIPModel.from_pretrained(folder, subfolder=DACLIP_FOLDER)
-        unwrapped.load_state_dict(loaded.state_dict())
-
-    tu.register_checkpoint_hooks(accelerator, save_model, load_model, ema=ema)
-
-    if args.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    if args.allow_tf32:
-        tu.enable_tf32()
-    tu.scale_learning_rate(args, accelerator)
-    optimizer = torch.optim.AdamW(
-        optimizer_groups(named_trainable, args.adam_weight_decay),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon,
+    tu.register_checkpoint_hooks(accelerator, DACLIPModel, DACLIP_FOLDER, ema=ema)
+    optimizer = tu.make_optimizer(
+        args, model, optimizer_groups(named_trainable, args.adam_weight_decay), accelerator
     )
 
     train_dataloader = DataLoader(

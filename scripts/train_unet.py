@@ -167,7 +167,7 @@ def build_datasets(args, clip_size: int):
         def synthetic(crop_size, flip, seed):
             return SyntheticDegradationDataset(
                 images, degradations=degradations, crop_size=crop_size, seed=seed, flip=flip,
-                rotate=args.random_rotate and flip, clip_preprocess=clip_size,
+                rotate=args.random_rotate and flip, clip_preprocess=clip_size, augment=args.augment_clean_images and flip,
             )
 
         train_set = synthetic(args.resolution, True, args.seed)
@@ -289,27 +289,8 @@ def main(argv=None) -> None:
 
         ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=DACLIPUNet2DModel, model_config=unet.config)
 
-    def save_model(model, folder):
-        model.save_pretrained(os.path.join(folder, UNET_FOLDER))
-
-    def load_model(model, folder):
-        loaded = DACLIPUNet2DModel.from_pretrained(folder, subfolder=UNET_FOLDER)
-        model.load_state_dict(loaded.state_dict())
-
-    tu.register_checkpoint_hooks(accelerator, save_model, load_model, ema=ema_unet)
-
-    if args.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    if args.allow_tf32:
-        tu.enable_tf32()
-    tu.scale_learning_rate(args, accelerator)
-    optimizer = torch.optim.AdamW(
-        unet.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
+    tu.register_checkpoint_hooks(accelerator, DACLIPUNet2DModel, UNET_FOLDER, ema=ema_unet)
+    optimizer = tu.make_optimizer(args, unet, unet.parameters(), accelerator)
 
     # Data.
     with accelerator.main_process_first():

@@ -122,7 +122,7 @@ def add_training_arguments(
     group.add_argument(
         "--resume_from_checkpoint",
         default=None,
-        help=f'a checkpoint folder (a path, or a name inside --output_dir), or "latest"',
+        help='a checkpoint folder (a path, or a name inside --output_dir), or "latest"',
     )
     group.add_argument("--dataloader_num_workers", type=int, default=0)
     group.add_argument("--validation_steps", type=int, default=None, help="validate every this many steps (off by default)")
@@ -158,6 +158,12 @@ def add_clean_image_arguments(parser: argparse.ArgumentParser, resolution: int) 
         help="labels to train on (default: every synthesisable label, or every sub-folder of --train_data_dir)",
     )
     group.add_argument("--resolution", type=int, default=resolution, help="side of the random square training crop")
+    group.add_argument(
+        "--augment_clean_images",
+        action="store_true",
+        help="rescale (×0.5–1) and jitter exposure, gamma and saturation of each clean image before it is degraded: "
+        "more variety from few photos",
+    )
 
 
 def add_daclip_arguments(parser: argparse.ArgumentParser, help_suffix: str = "") -> None:
@@ -399,6 +405,23 @@ def make_lr_scheduler(args: argparse.Namespace, optimizer, accelerator, max_trai
     )
 
 
+def make_optimizer(args: argparse.Namespace, model, parameters, accelerator) -> torch.optim.Optimizer:
+    """AdamW from the usual arguments, after the options that change the model or the learning rate
+    (`--gradient_checkpointing`, `--allow_tf32`, `--scale_lr`). `parameters`: tensors or parameter groups."""
+    if args.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    if args.allow_tf32:
+        enable_tf32()
+    scale_learning_rate(args, accelerator)
+    return torch.optim.AdamW(
+        parameters,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,  # the default for groups that do not set their own
+        eps=args.adam_epsilon,
+    )
+
+
 def scale_learning_rate(args: argparse.Namespace, accelerator) -> None:
     if args.scale_lr:
         args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
@@ -528,24 +551,23 @@ def load_ema_state(ema, folder: Union[str, os.PathLike], device) -> None:
     ema.to(device)
 
 
-def register_checkpoint_hooks(accelerator, save_model, load_model, ema=None) -> None:
-    """Make `save_state` / `load_state` write the trained model in diffusers format (and the EMA state).
-
-    `save_model(model, folder)` and `load_model(model, folder)` get the unwrapped model; accelerate's own
-    `model.safetensors` is then skipped.
-    """
+def register_checkpoint_hooks(accelerator, model_class, subfolder: str, ema=None) -> None:
+    """Make `save_state` / `load_state` write the trained model as a `save_pretrained` folder `subfolder/` inside
+    the checkpoint (loadable on its own with `model_class.from_pretrained(checkpoint, subfolder=...)`), and the
+    EMA state; accelerate's own `model.safetensors` is then skipped."""
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             for model in models:
-                save_model(accelerator.unwrap_model(model), output_dir)
+                accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, subfolder))
             if ema is not None:
                 save_ema_state(ema, output_dir)
         weights.clear()
 
     def load_hook(models, input_dir):
         while models:
-            load_model(accelerator.unwrap_model(models.pop()), input_dir)
+            loaded = model_class.from_pretrained(input_dir, subfolder=subfolder)
+            accelerator.unwrap_model(models.pop()).load_state_dict(loaded.state_dict())
         if ema is not None:
             load_ema_state(ema, input_dir, accelerator.device)
 

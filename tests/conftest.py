@@ -27,3 +27,13 @@ def parity_dir():
 @pytest.fixture(scope="session")
 def weights_dir():
     return WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def tiny_model_args():
+    """The CLI's model arguments for the tiny fixture pair (authors' formats)."""
+    return [
+        "--daclip", str(WEIGHTS / "daclip_tiny.pt"),
+        "--unet", str(WEIGHTS / "universal-ir_tiny.pth"),
+        "--daclip-config", str(PARITY / "daclip_tiny.json"),
+    ]

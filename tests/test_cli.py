@@ -1,5 +1,6 @@
 """The `daclip` command line, run as a user would (in process for speed, plus the installed script once)."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,12 +13,8 @@ from daclip.cli import main
 
 
 @pytest.fixture()
-def model_args(weights_dir, parity_dir):
-    return [
-        "--daclip", str(weights_dir / "daclip_tiny.pt"),
-        "--unet", str(weights_dir / "universal-ir_tiny.pth"),
-        "--daclip-config", str(parity_dir / "daclip_tiny.json"),
-    ]
+def model_args(tiny_model_args):
+    return tiny_model_args
 
 
 @pytest.fixture()
@@ -37,6 +34,9 @@ def test_restore_a_folder_writes_one_png_per_image(photos, tmp_path, model_args,
     assert sorted(p.name for p in out.iterdir()) == ["first.png", "second.png"]
     assert PIL.Image.open(out / "second.png").size == (45, 34)
     assert PIL.Image.open(out / "second.png").mode == "RGB"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "first.png").stat().st_mode & 0o777 == 0o666 & ~umask, "results get ordinary file permissions"
 
 
 def test_restore_is_reproducible_with_a_seed(photos, tmp_path, model_args):

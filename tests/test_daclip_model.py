@@ -1,6 +1,5 @@
 """DACLIPModel against the authors' outputs (`shared/parity/reference_tiny.npz`) and their file formats."""
 import json
-import pickle
 
 import numpy as np
 import PIL.Image

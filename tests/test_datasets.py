@@ -258,6 +258,26 @@ def test_synthetic_gt_is_the_clean_image_and_lq_its_degradation(clean_folder):
     assert floats[0]["gt"].shape == floats[1]["gt"].shape == (3, 64, 64)
 
 
+def test_synthetic_augmentation_varies_the_clean_crop_reproducibly():
+    photo = _photo("astronaut", 160, 160)
+    plain = SyntheticDegradationDataset([photo], ["noisy"], crop_size=64, seed=3)
+    augmented = SyntheticDegradationDataset([photo], ["noisy"], crop_size=64, seed=3, augment=True)
+    again = SyntheticDegradationDataset([photo], ["noisy"], crop_size=64, seed=3, augment=True)
+    gts = []
+    for epoch in range(4):
+        for dataset in (plain, augmented, again):
+            dataset.set_epoch(epoch)
+        item = augmented[0]
+        assert item["gt"].shape == item["lq"].shape == (3, 64, 64)
+        assert 0 <= item["gt"].min() and item["gt"].max() <= 1
+        torch.testing.assert_close(item["gt"], again[0]["gt"])  # same seed and epoch, same item
+        assert not torch.equal(item["gt"], plain[0]["gt"])
+        gts.append(item["gt"])
+    # each epoch another scale, exposure and saturation: the mean brightness and colourfulness vary
+    means = torch.stack([gt.mean() for gt in gts])
+    assert means.max() - means.min() > 0.02
+
+
 def test_synthetic_parameter_overrides_and_clip_view(clean_folder):
     dataset = SyntheticDegradationDataset(
         clean_folder, ["noisy"], crop_size=32, seed=0, degradation_params={"noisy": {"sigma_range": (50, 50)}},

@@ -94,6 +94,26 @@ def test_wild_pipeline_reproduces_the_authors(weights_dir, parity_dir, lq_image,
     np.testing.assert_allclose(final.numpy(), reference["sample_wild_tiny.posterior.out"], atol=0.05, rtol=1e-3)
 
 
+def test_wild_pipeline_says_a_degradation_text_has_no_effect(weights_dir, parity_dir, lq_image, caplog):
+    pipe = DACLIPPipeline.from_original_checkpoints(
+        weights_dir / "daclip_tiny.pt", weights_dir / "wild-ir_tiny.pth", daclip_config=parity_dir / "daclip_tiny.json"
+    )
+    pipe.set_progress_bar_config(disable=True)
+    run = lambda **kwargs: pipe(  # noqa: E731
+        lq_image, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np", **kwargs
+    ).images
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            steered = run(degradation="rainy")
+    finally:
+        diffusers_logging.disable_propagation()
+    assert "no effect" in caplog.text
+    np.testing.assert_array_equal(steered, run())
+
+
 def test_output_types_sizes_and_detected_degradation(tiny_pipe, lq_image):
     pil = tiny_pipe(lq_image, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
     assert pil.images[0].size == lq_image.size and pil.images[0].mode == "RGB"
@@ -121,6 +141,14 @@ def test_generator_list_gives_the_same_images_as_single_runs(tiny_pipe, referenc
     ]
     np.testing.assert_allclose(batch[0], alone[0], atol=1e-5)
     np.testing.assert_allclose(batch[1], alone[1], atol=1e-5)
+
+
+def test_one_generator_for_a_batch_makes_results_depend_on_the_batch(tiny_pipe, reference):
+    # The README advises a generator list for batch-independent results; this is the case it warns about.
+    first = reference["preproc.lq_37x53.uint8_hwc_rgb"]
+    second = np.ascontiguousarray(first[::-1])
+    run = lambda images: tiny_pipe(images, num_inference_steps=4, generator=torch.Generator().manual_seed(1), output_type="np").images
+    assert np.abs(run([first, second])[0] - run(first)[0]).max() > 1e-3
 
 
 def test_same_seed_same_result_and_other_seed_differs(tiny_pipe, lq_image):
@@ -164,6 +192,30 @@ def test_callback_sees_every_step_and_can_interrupt(tiny_pipe, lq_image):
     full = []
     tiny_pipe(lq_image, num_inference_steps=5, callback_on_step_end=lambda p, i, t, k: full.append(i) or k)
     assert full == [0, 1, 2, 3, 4]
+
+
+def test_an_interrupted_run_leaves_nothing_behind_for_the_next_one(tiny_pipe, lq_image):
+    run = lambda: tiny_pipe(lq_image, num_inference_steps=5, generator=torch.Generator().manual_seed(0), output_type="np").images
+    before = run()
+
+    # Stopped by the interrupt flag, on another step count, seed and image size: the scheduler is left mid-schedule.
+    def stop_at_third(pipe, step_index, timestep, tensors):
+        pipe._interrupt = step_index == 2
+        return tensors
+
+    small = np.asarray(lq_image)[:33, :40]
+    tiny_pipe(small, num_inference_steps=9, generator=torch.Generator().manual_seed(5), callback_on_step_end=stop_at_third)
+    np.testing.assert_array_equal(run(), before)
+
+    # Stopped by an exception, as Ctrl-C or ComfyUI's Cancel stop it.
+    def raise_at_second(pipe, step_index, timestep, tensors):
+        if step_index == 1:
+            raise KeyboardInterrupt
+        return tensors
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_pipe(lq_image, num_inference_steps=7, generator=torch.Generator().manual_seed(9), callback_on_step_end=raise_at_second)
+    np.testing.assert_array_equal(run(), before)
 
 
 def test_bad_inputs_get_clear_errors(tiny_pipe, lq_image):

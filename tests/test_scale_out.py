@@ -33,13 +33,8 @@ def photos(tmp_path, reference):
 
 
 @pytest.fixture()
-def model_args(weights_dir, parity_dir):
-    return [
-        "--daclip", str(weights_dir / "daclip_tiny.pt"),
-        "--unet", str(weights_dir / "universal-ir_tiny.pth"),
-        "--daclip-config", str(parity_dir / "daclip_tiny.json"),
-        "--steps", "2", "--seed", "3", "--device", "cpu",
-    ]
+def model_args(tiny_model_args):
+    return [*tiny_model_args, "--steps", "2", "--seed", "3", "--device", "cpu"]
 
 
 def launch(launcher_args, photos, out, model_args):

@@ -14,7 +14,7 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, logging
 
 from ...schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
 from .hub import download_original_checkpoints, download_pipeline_folder, is_remote_code_layout, write_remote_code_layout
@@ -22,6 +22,8 @@ from .image_processing import ImageInput, postprocess, to_rgb_tensors
 from .tiling import check_tiling, tiled_noise_prediction
 from .modeling_daclip import DACLIPModel
 from .unet_daclip import DACLIPUNet2DModel
+
+logger = logging.get_logger(__name__)
 
 GeneratorInput = Union[torch.Generator, List[torch.Generator], None]
 DegradationInput = Union[None, str, Sequence[str], torch.Tensor]
@@ -228,6 +230,11 @@ class DACLIPPipeline(DiffusionPipeline):
             raise ValueError("degradation must be a non-empty text, an embedding, or None to detect it.")
         if isinstance(degradation, torch.Tensor):
             self._check_embedding("a degradation embedding", degradation, len(images))
+        if degradation is not None and not self.unet.config.use_degradation_context:
+            logger.warning(
+                "this restoration UNet does not use the degradation embedding (like wild-ir): `degradation` has no "
+                "effect on the result."
+            )
         if (content_embeds is None) != (degradation_embeds is None):
             raise ValueError("give content_embeds and degradation_embeds together, or neither.")
         if content_embeds is not None:

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Rebuild the bundled demo model (assets/demo-model) from scratch with the project's own training scripts.
 #
-#   bash scripts/demo/train_demo_model.sh [WORK_DIR]      # about 1 hour on 2 CPU cores
+#   bash scripts/demo/train_demo_model.sh [WORK_DIR]      # about 1.5 hours on 2 CPU cores
 #
 # What it trains: a small DA-CLIP (random, frozen CLIP; only the controller learns) and a small UNet, on
 # synthetic degradations (daclip.data.degradations) of 8 of scikit-image's bundled photos. "coffee" and
 # "rocket" are never seen: benchmarks/evaluate_demo_model.py measures the model on them.
+#
+# The UNet is conditioned on the content embedding only (like the authors' wild-ir), so the controller can be
+# trained further for detection (stage 3) without changing what the UNet sees: the CLIP is frozen and,
+# without captions, the controller's injection into it stays zero.
+#
+# A stage whose result already exists in WORK_DIR is skipped (delete it to redo it); an interrupted stage
+# continues from its latest checkpoint. Stages 2 and 3 are independent of each other.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -13,26 +20,36 @@ WORK="${1:-$REPO/build/demo-model}"
 LABELS=(hazy low-light noisy rainy snowy)
 PHOTOS=(astronaut chelsea hubble_deep_field immunohistochemistry stereo_motorcycle camera moon coins)
 LAUNCH=(accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no)
+DATA=(--clean_images skimage --skimage_photos "${PHOTOS[@]}" --degradations "${LABELS[@]}" --seed 0)
 
-# A stage whose result already exists in WORK_DIR is skipped (delete it to redo it); an interrupted stage
-# continues from its latest checkpoint.
-# 1. DA-CLIP: the controller learns to put each degradation's embedding next to its label's text embedding.
+# 1. DA-CLIP from its open_clip config (the CLIP is random, seeded): the controller learns to put each
+#    degradation's embedding next to its label's text embedding.
 [ -f "$WORK/daclip/config.json" ] || "${LAUNCH[@]}" "$REPO/scripts/train_daclip.py" \
-    --clip_config "$HERE/daclip_config.json" \
-    --clean_images skimage --skimage_photos "${PHOTOS[@]}" --degradations "${LABELS[@]}" \
+    --clip_config "$HERE/daclip_config.json" "${DATA[@]}" \
     --resolution 256 --train_batch_size 32 --learning_rate 8e-4 --lr_warmup_steps 200 --lr_scheduler cosine \
     --max_train_steps 6000 --checkpointing_steps 1000 --checkpoints_total_limit 1 \
-    --validation_steps 1000 --seed 0 --output_dir "$WORK/daclip" --resume_from_checkpoint latest
+    --validation_steps 1000 --output_dir "$WORK/daclip" --resume_from_checkpoint latest
 
 # 2. UNet: the authors' IR-SDE objective (T = 100, lambda = 50, cosine), conditioned by the frozen DA-CLIP above.
 [ -f "$WORK/unet/model_index.json" ] || "${LAUNCH[@]}" "$REPO/scripts/train_unet.py" \
-    --daclip_model "$WORK/daclip" --unet_config "$HERE/unet_config.json" \
-    --clean_images skimage --skimage_photos "${PHOTOS[@]}" --degradations "${LABELS[@]}" \
+    --daclip_model "$WORK/daclip" --unet_config "$HERE/unet_config.json" "${DATA[@]}" \
     --resolution 64 --train_batch_size 8 --learning_rate 4e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
     --max_train_steps 2500 --use_ema --checkpointing_steps 500 --checkpoints_total_limit 1 \
-    --seed 0 --output_dir "$WORK/unet" --resume_from_checkpoint latest
+    --output_dir "$WORK/unet" --resume_from_checkpoint latest
 
-# 3. The pipeline train_unet.py wrote (beside its checkpoints and logs) becomes the bundled model.
+# 3. DA-CLIP, continued on rescaled and colour-jittered photos: detection that holds on photos it never saw.
+[ -f "$WORK/daclip-detect/config.json" ] || "${LAUNCH[@]}" "$REPO/scripts/train_daclip.py" \
+    --daclip_model "$WORK/daclip" "${DATA[@]}" --augment_clean_images \
+    --resolution 256 --train_batch_size 32 --learning_rate 4e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
+    --max_train_steps 4000 --checkpointing_steps 1000 --checkpoints_total_limit 1 \
+    --validation_steps 1000 --output_dir "$WORK/daclip-detect" --resume_from_checkpoint latest
+
+# 4. The bundled model: the UNet's pipeline (as train_unet.py wrote it) with the DA-CLIP of stage 3.
 rm -rf "$REPO/assets/demo-model"
-python -c "import sys; from daclip import DACLIPPipeline; DACLIPPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])" \
-    "$WORK/unet" "$REPO/assets/demo-model"
+python - "$WORK" "$REPO/assets/demo-model" <<'PY'
+import sys
+from daclip import DACLIPModel, DACLIPPipeline
+work, target = sys.argv[1:]
+pipe = DACLIPPipeline.from_pretrained(f"{work}/unet", daclip=DACLIPModel.from_pretrained(f"{work}/daclip-detect"))
+pipe.save_pretrained(target)
+PY
