@@ -272,6 +272,40 @@ def test_from_pretrained_refuses_a_tampered_folder(tiny_pipe, tmp_path):
         DACLIPPipeline.from_pretrained(tmp_path / "pipe")
 
 
+DAMAGES = {
+    # what is done to the first UNet weight (or the file) → what the error must say
+    "wrong shape": (lambda weights, key: weights.__setitem__(key, torch.zeros(1, *weights[key].shape)), "wrong shape"),
+    "integer dtype": (lambda weights, key: weights.__setitem__(key, weights[key].to(torch.int32)), "floating point"),
+    "missing weight": (lambda weights, key: weights.pop(key), "missing weights"),
+    "unexpected weight": (lambda weights, key: weights.__setitem__("bogus.weight", torch.zeros(2)), "unexpected weights"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_safetensors_folder_is_refused_whole(tiny_pipe, tmp_path, damage, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from daclip import CheckpointError
+    from daclip.cli import main
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    weights_file = tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(weights_file)
+    change, message = DAMAGES[damage]
+    change(weights, next(iter(weights)))
+    save_file(weights, weights_file)
+    # diffusers alone would load random values in place of a missing weight and cast integers silently
+    with pytest.raises(CheckpointError, match=message) as error:
+        DACLIPPipeline.from_pretrained(tmp_path / "pipe")
+    assert "unet" in str(error.value)
+    image = tmp_path / "in.png"
+    PIL.Image.new("RGB", (24, 24), (90, 120, 150)).save(image)
+    assert main(["restore", str(image), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "pipe")]) == 3
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_scheduler_swap_keeps_the_config(tiny_pipe):
     swapped = IRSDEScheduler.from_config(tiny_pipe.scheduler.config)
     back = IRSDEPosteriorScheduler.from_config(swapped.config)

@@ -2,13 +2,24 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import torch
 from diffusers.utils import logging as diffusers_logging
 
+from .checkpoint_io import CheckpointError
+
+# safetensors dtype names of floating-point weights; anything else in a float model is a damaged file.
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+
 
 class OwnedWeightsMixin:
-    """`from_pretrained` that leaves every weight in its own freshly allocated tensor.
+    """`from_pretrained` that loads all of the weights or nothing, each in its own freshly allocated tensor.
+
+    diffusers fills weights missing from a file with random values and only logs it, and casts integer
+    tensors silently; a damaged or wrong file would then give a model that runs and restores garbage. Here
+    missing, unexpected or mis-shaped weights, and non-float tensors in a local safetensors file, raise
+    `CheckpointError` naming the folder.
 
     safetensors hands out tensors that view the (memory-mapped) file at arbitrary offsets. CPU kernels
     pick different code paths for unaligned data, so a model loaded that way computes results that differ
@@ -18,12 +29,53 @@ class OwnedWeightsMixin:
     """
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        wants_info = kwargs.pop("output_loading_info", False)
+        where = os.path.join(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        _check_local_weight_dtypes(where)
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        except ValueError as error:
+            if "expected shape" not in str(error):
+                raise
+            # diffusers' message, without its advice to load random weights instead
+            raise CheckpointError(f"{where}: weights of the wrong shape: {str(error).split(' If you want')[0]}") from None
+        problems = [
+            f"{what}: {', '.join(map(str, keys[:5]))}{' …' if len(keys) > 5 else ''}"
+            for what, keys in (
+                ("missing weights", info.get("missing_keys") or []),
+                ("unexpected weights", info.get("unexpected_keys") or []),
+                ("weights of the wrong shape", info.get("mismatched_keys") or []),
+            )
+            if keys
+        ]
+        if problems:
+            raise CheckpointError(f"{where}: not a complete {cls.__name__}: {'; '.join(problems)}")
         with torch.no_grad():
             for tensor in itertools.chain(model.parameters(), model.buffers()):
                 tensor.data = tensor.data.clone()
-        return model
+        return (model, info) if wants_info else model
+
+
+def _check_local_weight_dtypes(folder: str) -> None:
+    """Refuse a local safetensors weight file holding non-float tensors (read from its header only)."""
+    if not os.path.isdir(folder):
+        return  # a Hub id: diffusers downloads and checks the file itself
+    from safetensors import safe_open
+
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".safetensors"):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            with safe_open(path, framework="pt") as weights:
+                dtypes = {key: weights.get_slice(key).get_dtype() for key in weights.keys()}
+        except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear error
+            raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+        wrong = {key: dtype for key, dtype in dtypes.items() if dtype not in _FLOAT_DTYPES}
+        if wrong:
+            listed = ", ".join(f"{key} ({dtype})" for key, dtype in list(wrong.items())[:5])
+            raise CheckpointError(f"{path}: weights must be floating point, got {listed}")
 
 
 class QuietDtypeCastMixin:
