@@ -188,18 +188,12 @@ def _resolve_device(name: str):
     return torch.device(name)
 
 
-def use_demo_model_if_none_given(args) -> None:
-    """No --model, --daclip or --unet: the bundled demo model (said on stderr, as it is no real restorer)."""
-    if args.model or args.daclip or args.unet:
-        return
-    from .demo import demo_model_path
+def _no_model_given(args) -> bool:
+    return not (args.model or args.daclip or args.unet)
 
-    try:
-        args.model = str(demo_model_path())
-    except FileNotFoundError as error:
-        raise UsageError(f"no model given, and {error}. Give --model FOLDER_OR_HUB_ID, or --daclip FILE.pt "
-                         "(and --unet FILE.pth)") from None
-    print("daclip: no model given: using the bundled demo model (small, trained on synthetic hazy, low-light, "
+
+def _say_demo(path) -> None:
+    print(f"daclip: no model given: using the demo model in {path} (small, trained on synthetic hazy, low-light, "
           "noisy, rainy and snowy images; see README). For real photos use the authors' weights: "
           "--daclip daclip_ViT-B-32.pt --unet universal-ir.pth", file=sys.stderr)
 
@@ -212,7 +206,18 @@ def load_pipeline(args):
     dtype = getattr(torch, args.dtype)
     if args.model and (args.daclip or args.unet):
         raise UsageError("give either --model or --daclip/--unet, not both")
-    use_demo_model_if_none_given(args)
+    if _no_model_given(args):
+        from .demo import demo_model_path
+
+        try:
+            args.model = str(demo_model_path())
+        except FileNotFoundError:
+            raise UsageError(
+                "no model given. Restoring needs a restoration model: --daclip daclip_ViT-B-32.pt --unet "
+                "universal-ir.pth (the authors' files), or --model FOLDER_OR_HUB_ID. (The bundled demo model only "
+                "detects degradations: `daclip detect`.)"
+            ) from None
+        _say_demo(args.model)
     if args.model:
         pipe = DACLIPPipeline.from_pretrained(args.model)
     elif args.daclip and args.unet:
@@ -227,8 +232,18 @@ def load_daclip(args):
 
     from .pipelines.daclip.modeling_daclip import DACLIPModel
 
-    use_demo_model_if_none_given(args)
-    if args.model and os.path.isdir(args.model):
+    if _no_model_given(args):
+        from .demo import demo_daclip_path
+
+        try:
+            demo = demo_daclip_path()
+        except FileNotFoundError as error:
+            raise UsageError(f"no model given ({error}): give --model FOLDER_OR_HUB_ID, or --daclip FILE.pt") from None
+        _say_demo(demo)
+        model = DACLIPModel.from_pretrained(demo)
+    elif args.model and os.path.isfile(os.path.join(args.model, "config.json")):
+        model = DACLIPModel.from_pretrained(args.model)  # a DACLIPModel folder
+    elif args.model and os.path.isdir(args.model):
         model = DACLIPModel.from_pretrained(args.model, subfolder="daclip")
     elif args.model:
         from .pipelines.daclip.pipeline_daclip import DACLIPPipeline

@@ -9,7 +9,7 @@ degraded with `daclip.data.degrade` (seeded), then
 - **restoration** (on the first `--restore-crops` crops per photo): `DACLIPPipeline` with the posterior sampler,
   scored on the 8-bit output like the authors: PSNR / SSIM of the input and of the output against the clean crop.
 
-    python benchmarks/evaluate_demo_model.py                                  # the bundled assets/demo-model
+    python benchmarks/evaluate_demo_model.py                                  # assets/demo-model, once built
     python benchmarks/evaluate_demo_model.py --model my-restorer --steps 50
 
 Writes a markdown table (`--output`, default `benchmarks/DEMO_MODEL.md`) and every number as JSON beside it.
@@ -51,13 +51,18 @@ def held_out_crops(names, size: int, count: int, seed: int) -> List[tuple]:
 
 
 def evaluate(args) -> Dict:
-    from daclip import DACLIPPipeline
+    from daclip import DACLIPModel, DACLIPPipeline
     from daclip.data import degrade
 
-    pipe = DACLIPPipeline.from_pretrained(args.model)
-    pipe.set_progress_bar_config(disable=True)
+    if (Path(args.model) / "config.json").is_file():  # a DACLIPModel folder: detection only
+        pipe, args.restore_crops = None, 0
+        daclip = DACLIPModel.from_pretrained(args.model).eval()
+    else:
+        pipe = DACLIPPipeline.from_pretrained(args.model)
+        pipe.set_progress_bar_config(disable=True)
+        daclip = pipe.daclip
     low_precision = {}
-    if args.precision:
+    if args.precision and pipe is not None:
         # The authors' UNet uses LayerNorm eps 1e-3 outside float32 (a model trained in float32 saw 1e-5):
         # measure their rule and the opt-in 1e-5.
         for eps in (None, 1e-5):
@@ -66,7 +71,7 @@ def evaluate(args) -> Dict:
             if eps is not None:
                 variant.unet.set_channel_norm_eps(eps)
             low_precision[f"{args.precision}" + (f", eps {eps:g}" if eps else "")] = variant
-    labels = list(pipe.daclip.config.degradations)
+    labels = list(daclip.config.degradations)
     crops = held_out_crops(HELD_OUT_PHOTOS, args.size, args.crops, args.seed)
     records = []
     for label_index, label in enumerate(labels):
@@ -74,7 +79,7 @@ def evaluate(args) -> Dict:
             rng = np.random.default_rng([args.seed, label_index, HELD_OUT_PHOTOS.index(name), crop_index])
             degraded = np.clip(degrade(clean, label, rng=rng), 0, 1).astype(np.float32)
             degraded = quantize_8bit(degraded).astype(np.float32)  # what a saved photo would hold
-            detected = pipe.detect_degradation(degraded, labels=labels)[0].label
+            detected = daclip.detect_degradation(degraded, labels=labels)[0].label
             record = dict(degradation=label, photo=name, crop=crop_index, detected=detected)
             if crop_index < args.restore_crops:
                 started = time.perf_counter()
@@ -97,9 +102,9 @@ def evaluate(args) -> Dict:
             records.append(record)
         done = [r for r in records if r["degradation"] == label]
         restored = [r for r in done if "psnr_output" in r]
-        print(f"{label:16s} detection {np.mean([r['detected'] == label for r in done]):.0%}; "
-              f"PSNR {np.mean([r['psnr_input'] for r in restored]):.2f} → {np.mean([r['psnr_output'] for r in restored]):.2f} dB",
-              flush=True)
+        scores = (f"; PSNR {np.mean([r['psnr_input'] for r in restored]):.2f} → "
+                  f"{np.mean([r['psnr_output'] for r in restored]):.2f} dB" if restored else "")
+        print(f"{label:16s} detection {np.mean([r['detected'] == label for r in done]):.0%}{scores}", flush=True)
     return {"labels": labels, "records": records}
 
 
@@ -111,6 +116,9 @@ def summary_rows(results: Dict) -> List[Dict]:
         row = {"degradation": label, "detections": len(done),
                "detection_accuracy": float(np.mean([r["detected"] == label for r in done])),
                "restored": len(restored)}
+        if not restored:
+            rows.append(row)
+            continue
         for key in ("psnr_input", "ssim_input", "psnr_output", "ssim_output", "seconds"):
             row[key] = float(np.mean([r[key] for r in restored]))
         row["psnr_gain"] = row["psnr_output"] - row["psnr_input"]
@@ -123,6 +131,21 @@ def summary_rows(results: Dict) -> List[Dict]:
 def report(rows: List[Dict], args) -> str:
     detections = sum(r["detections"] for r in rows)
     accuracy = sum(r["detection_accuracy"] * r["detections"] for r in rows) / detections
+    if not any(r["restored"] for r in rows):
+        lines = [
+            "# Demo DA-CLIP: held-out detection",
+            "",
+            f"Model `{args.model}` (a DA-CLIP alone: detection only). Images: {args.crops} random {args.size}×{args.size} "
+            f"crops of each of scikit-image's {' and '.join(HELD_OUT_PHOTOS)} (photos the training never saw), each "
+            f"degraded by `daclip.data.degrade` with every label (seed {args.seed}). Argmax over the model's "
+            f"{len(rows)} labels. {platform.processor() or platform.machine()}, torch {torch.__version__}.",
+            "",
+            "| degradation | detection accuracy |",
+            "| --- | ---: |",
+        ]
+        lines += [f"| {r['degradation']} | {r['detection_accuracy']:.1%} ({r['detections']}) |" for r in rows]
+        lines += ["", f"Over all {detections} held-out images: {accuracy:.1%}."]
+        return "\n".join(lines) + "\n"
     lines = [
         "# Demo model: held-out quality",
         "",
@@ -154,7 +177,9 @@ def report(rows: List[Dict], args) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(REPO / "assets" / "demo-model"), help="a trained pipeline folder or Hub id")
+    parser.add_argument("--model", default=None,
+                        help="a trained pipeline folder or Hub id, or a DACLIPModel folder (detection only); default: "
+                        "assets/demo-model if built, else the bundled assets/demo-daclip")
     parser.add_argument("--size", type=int, default=256, help="side of the square held-out crops")
     parser.add_argument("--crops", type=int, default=8, help="crops per held-out photo (all are used for detection)")
     parser.add_argument("--restore-crops", type=int, default=2, help="of those, how many per photo are restored")
@@ -164,6 +189,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="also restore in this dtype and report its PSNR against the float32 output")
     parser.add_argument("--output", default=str(HERE / "DEMO_MODEL.md"))
     args = parser.parse_args(argv)
+    if args.model is None:
+        built = REPO / "assets" / "demo-model"
+        args.model = str(built if (built / "model_index.json").is_file() else REPO / "assets" / "demo-daclip")
     if not 1 <= args.restore_crops <= args.crops:
         parser.error("--restore-crops must be from 1 to --crops")
     results = evaluate(args)

@@ -37,7 +37,8 @@ _fallback_folders: List[str] = []
 def register_model_folder() -> None:
     """Add `models/daclip` to ComfyUI's model folders, keeping any paths a user configured for "daclip"
     (e.g. in `extra_model_paths.yaml`, which ComfyUI reads before it imports custom nodes), and the pack's
-    `assets/` folder, so that the bundled demo model (`demo-model/`) is in the loaders with nothing to download."""
+    `assets/` folder, so that the demo model (`assets/demo-model/`, once built) is in the loaders with nothing to
+    download."""
     if not IN_COMFYUI:
         return
     from ..demo import DEMO_MODEL_DIR

@@ -253,8 +253,8 @@ class DACLIPLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return _loader_inputs(
-            "A DA-CLIP file from models/daclip (e.g. daclip_ViT-B-32.pt), a saved pipeline folder, or the bundled "
-            "demo-model/."
+            "A DA-CLIP file from models/daclip (e.g. daclip_ViT-B-32.pt), a saved pipeline folder, or demo-model/ "
+            "(the demo model, once built)."
         )
 
     RETURN_TYPES = ("DACLIP_MODEL",)
@@ -277,7 +277,7 @@ class DACLIPRestorationModelLoader:
     def INPUT_TYPES(cls):
         return _loader_inputs(
             "A restoration UNet from models/daclip (e.g. universal-ir.pth, wild-ir.pth), a saved pipeline folder, "
-            "or the bundled demo-model/."
+            "or demo-model/ (the demo model, once built)."
         )
 
     RETURN_TYPES = ("DACLIP_UNET",)

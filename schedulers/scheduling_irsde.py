@@ -442,6 +442,10 @@ class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
         max_sigma (`float`, defaults to 50): λ; ≥ 1 means a 0..255 scale (50 → 0.196).
         schedule (`str`, defaults to "cosine"): "cosine", "linear" or "constant".
         eps (`float`, defaults to 0.005): e^{−θ̄_N dt}.
+        clip_sample (`bool`, defaults to `False`): clamp x̂₀ to the image range [0, 1] before the posterior step,
+            as diffusers' `DDPMScheduler(clip_sample=True)`. Off reproduces the authors. x̂₀ divides the noise
+            prediction's error by e^{−θ̄_t dt} (down to `eps`, so ×200 at t = T): a weak model's trajectory then
+            runs away, and the clamp keeps it within the images' range (the bundled demo model needs it).
     """
 
     @register_to_config
@@ -451,6 +455,7 @@ class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
         max_sigma: float = 50.0,
         schedule: str = "cosine",
         eps: float = 0.005,
+        clip_sample: bool = False,
     ):
         self._setup(num_train_timesteps, max_sigma, schedule, eps)
 
@@ -477,6 +482,8 @@ class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
         pred_original = self._pred_original_sample(
             at(schedule.thetas_cumsum), at(schedule.sigma_bars), schedule.dt.to(x.device), x, model_output, mu
         )
+        if self.config.clip_sample:
+            pred_original = pred_original.clamp(0.0, 1.0)
         coef_xt, coef_x0, std = (self._broadcast(c, x) for c in self._posterior(schedule, index))
         z = self._noise(x.shape, generator, x.device, variance_noise)
         prev_sample = self._posterior_mean(coef_xt, coef_x0, x, pred_original, mu) + std * z

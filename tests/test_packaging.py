@@ -103,6 +103,11 @@ def test_wheel_maps_the_repository_root_to_the_package(tmp_path):
         "daclip/schedulers/scheduling_irsde.py",
         "daclip/daclip_nodes/__init__.py",
         "daclip/utils/checkpoint_io.py",
+        "daclip/demo.py",
+        # what the CLI uses with no model given, and README's examples
+        "daclip/assets/demo-daclip/config.json",
+        "daclip/assets/demo-daclip/diffusion_pytorch_model.safetensors",
+        "daclip/assets/examples/hazy_real.jpg",
     ]:
         assert expected in names, expected
     assert not any(name.startswith("daclip/tests/") for name in names)

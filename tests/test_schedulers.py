@@ -380,3 +380,27 @@ def test_cuda_matches_cpu(scheduler):
     t = scheduler.sample_training_timesteps(2, device="cuda")
     states = scheduler.add_noise(x.cuda(), noise.cuda(), t, mu=mu.cuda())
     assert states.device.type == "cuda"
+
+
+def test_clip_sample_is_off_by_default_and_clamps_the_clean_estimate():
+    assert IRSDEPosteriorScheduler().config.clip_sample is False  # the authors' behaviour
+    plain, clipped = IRSDEPosteriorScheduler(), IRSDEPosteriorScheduler(clip_sample=True)
+    sample, noise, mu = _random_step_inputs(seed=4)  # unit-scale noise: x̂₀ far outside [0, 1] at t = T
+    steps = [
+        scheduler.step(noise, 100, sample, mu=mu, generator=torch.Generator().manual_seed(0))
+        for scheduler in (plain, clipped)
+    ]
+    assert steps[0].pred_original_sample.min() < -1 and steps[0].pred_original_sample.max() > 2
+    torch.testing.assert_close(steps[1].pred_original_sample, steps[0].pred_original_sample.clamp(0, 1))
+    assert not torch.equal(steps[1].prev_sample, steps[0].prev_sample)
+    # where x̂₀ is already in range the two agree
+    inside = IRSDEPosteriorScheduler(clip_sample=True).step(
+        torch.zeros_like(noise), 1, mu.clamp(0, 1), mu=mu.clamp(0, 1), generator=torch.Generator().manual_seed(0)
+    )
+    reference = IRSDEPosteriorScheduler().step(
+        torch.zeros_like(noise), 1, mu.clamp(0, 1), mu=mu.clamp(0, 1), generator=torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(inside.prev_sample, reference.prev_sample)
+    # the option survives save/load and a swap to the SDE sampler and back
+    back = IRSDEPosteriorScheduler.from_config(IRSDEScheduler.from_config(clipped.config).config)
+    assert back.config.clip_sample is True
