@@ -253,8 +253,8 @@ class DACLIPLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return _loader_inputs(
-            "A DA-CLIP file from models/daclip (e.g. daclip_ViT-B-32.pt), a saved pipeline folder, or demo-model/ "
-            "(the demo model, once built)."
+            "A DA-CLIP file from models/daclip (e.g. daclip_ViT-B-32.pt), a saved pipeline folder, or the bundled "
+            "demo-daclip/ (a small detector of 5 synthetic degradations)."
         )
 
     RETURN_TYPES = ("DACLIP_MODEL",)
