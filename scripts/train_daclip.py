@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -38,7 +37,6 @@ import torch.nn.functional as F
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 import training_utils as tu
 from daclip import DEGRADATIONS, DACLIPModel
@@ -308,12 +306,7 @@ def log_validation(model: DACLIPModel, validation_set, labels, args, accelerator
 # ---------------------------------------------------------------------------------------------------
 def main(argv=None) -> None:
     args = parse_args(argv)
-    accelerator = tu.make_accelerator(args)
-    tu.setup_logging(accelerator)
-    logger.info(accelerator.state, main_process_only=False)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-
+    accelerator = tu.start_run(args)
     # The model is built before the per-process seeds, so that a new (random) one is the same on every process.
     set_seed(args.seed)
     model = build_model(args)
@@ -366,17 +359,12 @@ def main(argv=None) -> None:
     logger.info(f"  Total optimization steps = {max_train_steps}")
 
     global_step, first_epoch, skip_batches = tu.resume(accelerator, args, updates_per_epoch)
-    progress_bar = tqdm(
-        range(max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
-    )
+    progress_bar = tu.step_progress_bar(accelerator, max_train_steps, global_step)
 
     for epoch in range(first_epoch, num_epochs):
         if global_step >= max_train_steps:
             break
-        tu.set_epoch(train_dataloader, epoch)
-        batches = train_dataloader
-        if epoch == first_epoch and skip_batches:
-            batches = accelerator.skip_first_batches(train_dataloader, skip_batches)
+        batches = tu.epoch_batches(accelerator, train_dataloader, epoch, first_epoch, skip_batches)
         logged: Dict[str, float] = {}
         for batch in batches:
             with accelerator.accumulate(model):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -31,7 +30,6 @@ import torch.nn.functional as F
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 import training_utils as tu
 from daclip import DACLIPModel, DACLIPPipeline, DACLIPUNet2DModel, IRSDEPosteriorScheduler, IRSDEScheduler
@@ -266,14 +264,9 @@ def log_validation(daclip, unet, sde_config, validation_set, args, accelerator, 
 # ---------------------------------------------------------------------------------------------------
 def main(argv=None) -> None:
     args = parse_args(argv)
-    accelerator = tu.make_accelerator(args)
-    tu.setup_logging(accelerator)
-    logger.info(accelerator.state, main_process_only=False)
+    accelerator = tu.start_run(args)
     # Per-process streams; the data order (the same on every process) and the training noise have their own.
     set_seed(args.seed, device_specific=True)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-
     # Models: DA-CLIP frozen, the UNet trained.
     daclip, unet, sde_config = load_models(args)
     noise_scheduler = IRSDEScheduler(**sde_config)
@@ -328,17 +321,12 @@ def main(argv=None) -> None:
 
     generator = tu.process_generator(args.seed, accelerator)  # timesteps and noise; checkpointed per process
     global_step, first_epoch, skip_batches = tu.resume(accelerator, args, updates_per_epoch, generator)
-    progress_bar = tqdm(
-        range(max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
-    )
+    progress_bar = tu.step_progress_bar(accelerator, max_train_steps, global_step)
 
     for epoch in range(first_epoch, num_epochs):
         if global_step >= max_train_steps:
             break
-        tu.set_epoch(train_dataloader, epoch)
-        batches = train_dataloader
-        if epoch == first_epoch and skip_batches:
-            batches = accelerator.skip_first_batches(train_dataloader, skip_batches)
+        batches = tu.epoch_batches(accelerator, train_dataloader, epoch, first_epoch, skip_batches)
         train_loss = 0.0
         for batch in batches:
             with accelerator.accumulate(unet):

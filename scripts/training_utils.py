@@ -375,6 +375,34 @@ def setup_logging(accelerator) -> None:
         diffusers.utils.logging.set_verbosity_error()
 
 
+def start_run(args: argparse.Namespace):
+    """The accelerator of a training run, with logging set up and the output folder made (by the main process)."""
+    from accelerate.logging import get_logger
+
+    accelerator = make_accelerator(args)
+    setup_logging(accelerator)
+    get_logger(__name__, log_level="INFO").info(accelerator.state, main_process_only=False)  # every process's
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+    return accelerator
+
+
+def step_progress_bar(accelerator, max_train_steps: int, global_step: int):
+    """The "Steps" bar of a run (on the local main process only), starting where a resumed run left off."""
+    from tqdm.auto import tqdm
+
+    return tqdm(range(max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process)
+
+
+def epoch_batches(accelerator, dataloader, epoch: int, first_epoch: int, skip_batches: int):
+    """The batches of `epoch`: new crops and degradations for the epoch, and, in the epoch a resumed run
+    restarts in, without the batches it had already trained on."""
+    set_epoch(dataloader, epoch)
+    if epoch == first_epoch and skip_batches:
+        return accelerator.skip_first_batches(dataloader, skip_batches)
+    return dataloader
+
+
 def weight_dtype_for(accelerator) -> torch.dtype:
     """The dtype for frozen models under mixed precision (trained weights stay float32)."""
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
