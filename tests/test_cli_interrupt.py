@@ -13,10 +13,10 @@ import pytest
 
 from daclip.cli import main, save_atomically
 
-# Enough steps that the second image is still being sampled when the first file appears, so SIGINT lands
-# mid-sampling; few enough to keep the test short.
-STEPS = "50"
-SIZES = [(32, 40), (36, 44), (40, 48)]  # (height, width)
+# The first image is small and the others much larger, so that the second is still being sampled when the first
+# file appears and SIGINT lands mid-sampling even on a fast, idle machine; few steps enough to keep the test short.
+STEPS = "60"
+SIZES = [(32, 40), (160, 192), (168, 200)]  # (height, width)
 
 
 def _restore_args(inputs, out, tiny_model_args):
