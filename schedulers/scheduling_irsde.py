@@ -341,6 +341,20 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         coef_xt, coef_x0, _ = (self._broadcast(c, x) for c in self._posterior(self.training_schedule, index))
         return self._posterior_mean(coef_xt, coef_x0, x, x0, mu).to(dtype)
 
+    def predicted_original_sample(
+        self, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor, *, mu: torch.Tensor
+    ) -> torch.Tensor:
+        """x̂₀ = μ + (x_t − μ − σ̄_t ε̂) e^{θ̄_t dt}: the clean image that the predicted noise ε̂ implies.
+
+        The posterior sampler only ever uses ε̂ through this estimate, so its error is what sampling feels (a
+        training objective; not the authors'). Shapes as `add_noise`; returned in `sample`'s dtype.
+        """
+        dtype = sample.dtype
+        x, model_output, mu = self._float32(sample, model_output, mu)
+        index, schedule = self._training_index(timesteps), self.training_schedule
+        thetas_cumsum, sigma_bar = self._at(schedule.thetas_cumsum, index, x), self._at(schedule.sigma_bars, index, x)
+        return self._pred_original_sample(thetas_cumsum, sigma_bar, schedule.dt.to(x.device), x, model_output, mu).to(dtype)
+
     def expected_prev_sample(
         self, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor, *, mu: torch.Tensor
     ) -> torch.Tensor:

@@ -61,6 +61,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     sde.add_argument("--max_sigma", type=float, default=None, help="λ; ≥ 1 on a 0..255 scale (authors: 50)")
     sde.add_argument("--sde_schedule", choices=["cosine", "linear", "constant"], default=None, help="θ schedule (authors: cosine)")
     sde.add_argument("--sde_eps", type=float, default=None, help="e^(-θ̄_T dt) (authors: 0.005)")
+    sde.add_argument(
+        "--objective",
+        choices=["matching", "x0"],
+        default="matching",
+        help="matching: the authors' L1 between the predicted and the optimal x_{t-1}; x0: mean squared error of the "
+        "clean image that ε̂ implies (what the posterior sampler uses; weights large t far more, so a small model "
+        "learns to restore from μ sooner)",
+    )
 
     data = parser.add_argument_group("paired data (the authors' layout)")
     data.add_argument("--train_data_dir", default=None, help="root/<degradation>/{LQ,GT}/* pairs")
@@ -202,7 +210,7 @@ def daclip_embeddings(daclip: DACLIPModel, lq_clip: torch.Tensor) -> Tuple[torch
     return output.content_embeds.float(), output.degradation_embeds.float()
 
 
-def irsde_matching_loss(
+def irsde_loss(
     unet,
     scheduler: IRSDEScheduler,
     gt: torch.Tensor,
@@ -211,8 +219,15 @@ def irsde_matching_loss(
     noise: torch.Tensor,
     degradation_embeds: Optional[torch.Tensor],
     content_embeds: Optional[torch.Tensor],
+    objective: str = "matching",
 ) -> torch.Tensor:
-    """The authors' loss: mean L1 between E[x_{t−1} | x_t, ε̂] (reverse-SDE step mean) and the optimal x_{t−1}.
+    """The training loss of one batch; `objective` "matching" is the authors' (the default), "x0" is ours.
+
+    matching: mean L1 between E[x_{t−1} | x_t, ε̂] (reverse-SDE step mean) and the optimal x_{t−1}. Its weight on
+    the restoration itself (x₀ − μ) fades as e^{−θ̄_t dt} at large t, where x_t holds almost nothing of x₀ and the
+    UNet has to restore from μ alone: the authors train for hundreds of thousands of steps.
+    x0: mean squared error of x̂₀ = μ + (x_t − μ − σ̄_t ε̂) e^{θ̄_t dt}, the only way the posterior sampler uses ε̂;
+    it weights ε̂'s error by (σ̄_t e^{θ̄_t dt})², most at large t.
 
     `timesteps` `[B]` are integers in 1..T; the UNet sees t itself (on the T-step schedule t·T/T = t). Works for
     any batch size, 1 included (the authors' `t.squeeze()` turns B = 1 into a 0-d time).
@@ -221,6 +236,11 @@ def irsde_matching_loss(
     noise_pred = unet(
         noisy, timesteps.float(), lq, degradation_embeds=degradation_embeds, content_embeds=content_embeds
     ).sample
+    if objective == "x0":
+        predicted = scheduler.predicted_original_sample(noisy, noise_pred.float(), timesteps, mu=lq)
+        return F.mse_loss(predicted.float(), gt.float())
+    if objective != "matching":
+        raise ValueError(f"objective must be 'matching' or 'x0', got {objective!r}")
     expected = scheduler.expected_prev_sample(noisy, noise_pred.float(), timesteps, mu=lq)
     optimum = scheduler.optimum_prev_sample(noisy, gt, timesteps, mu=lq)
     return F.l1_loss(expected.float(), optimum.float())
@@ -334,8 +354,8 @@ def main(argv=None) -> None:
                 content_embeds, degradation_embeds = daclip_embeddings(daclip, batch["lq_clip"])
                 timesteps = noise_scheduler.sample_training_timesteps(gt.shape[0], generator=generator, device=gt.device)
                 noise = torch.randn(gt.shape, generator=generator, device=generator.device, dtype=gt.dtype).to(gt.device)
-                loss = irsde_matching_loss(
-                    unet, noise_scheduler, gt, lq, timesteps, noise, degradation_embeds, content_embeds
+                loss = irsde_loss(
+                    unet, noise_scheduler, gt, lq, timesteps, noise, degradation_embeds, content_embeds, args.objective
                 )
                 train_loss += accelerator.reduce(loss.detach(), reduction="mean").item() / args.gradient_accumulation_steps
 

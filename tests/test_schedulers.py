@@ -311,6 +311,7 @@ def test_training_helpers_keep_the_input_dtype():
         assert scheduler.add_noise(x, eps, t, mu=mu).dtype == dtype
         assert scheduler.optimum_prev_sample(x, x, t, mu=mu).dtype == dtype
         assert scheduler.expected_prev_sample(x, eps, t, mu=mu).dtype == dtype
+        assert scheduler.predicted_original_sample(x, eps, t, mu=mu).dtype == dtype
 
 
 def test_true_noise_recovers_the_clean_image_and_the_optimum():
@@ -322,6 +323,10 @@ def test_true_noise_recovers_the_clean_image_and_the_optimum():
     out = scheduler.step(noise, scheduler.timesteps[100 - 30], xt, mu=mu, variance_noise=torch.zeros_like(xt))
     torch.testing.assert_close(out.pred_original_sample, x0, atol=1e-4, rtol=0)
     torch.testing.assert_close(out.prev_sample, scheduler.optimum_prev_sample(xt, x0, t, mu=mu), atol=1e-4, rtol=0)
+    # The training helper is the sampler's x̂₀, at any mix of times.
+    mixed = torch.tensor([3, 30])
+    xt = scheduler.add_noise(x0, noise, mixed, mu=mu)
+    torch.testing.assert_close(scheduler.predicted_original_sample(xt, noise, mixed, mu=mu), x0, atol=1e-4, rtol=0)
 
 
 def test_the_last_posterior_step_still_draws_noise():

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -263,7 +264,8 @@ def _photo_crops(size, count):
     return [photo[:size, :size].astype(np.float32) / 255 for photo in training_utils.skimage_photos()[:count]]
 
 
-def test_unet_objective_learns_a_fixed_batch(scripts_on_path, tiny_daclip):
+@pytest.mark.parametrize("objective", ["matching", "x0"])
+def test_unet_objective_learns_a_fixed_batch(scripts_on_path, tiny_daclip, objective):
     import train_unet
     from daclip import DACLIPUNet2DModel, IRSDEScheduler
     from daclip.data import degrade
@@ -283,7 +285,9 @@ def test_unet_objective_learns_a_fixed_batch(scripts_on_path, tiny_daclip):
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0)
     losses = []
     for _ in range(60):
-        loss = train_unet.irsde_matching_loss(unet, scheduler, gt, lq, timesteps, noise, degradation_embeds, content_embeds)
+        loss = train_unet.irsde_loss(
+            unet, scheduler, gt, lq, timesteps, noise, degradation_embeds, content_embeds, objective
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -291,10 +295,37 @@ def test_unet_objective_learns_a_fixed_batch(scripts_on_path, tiny_daclip):
     assert losses[-1] < 0.5 * losses[0], losses[::10]
 
     # Batch size 1 works (a 1-element time, not the authors' 0-d squeeze).
-    single = train_unet.irsde_matching_loss(
-        unet, scheduler, gt[:1], lq[:1], timesteps[:1], noise[:1], degradation_embeds[:1], content_embeds[:1]
+    single = train_unet.irsde_loss(
+        unet, scheduler, gt[:1], lq[:1], timesteps[:1], noise[:1], degradation_embeds[:1], content_embeds[:1], objective
     )
     assert single.ndim == 0 and torch.isfinite(single)
+
+
+def test_the_true_noise_scores_best_and_makes_the_x0_objective_vanish(scripts_on_path):
+    import train_unet
+    from daclip import IRSDEScheduler
+
+    class NoiseOracle(torch.nn.Module):  # "predicts" a fixed tensor, whatever it is given
+        def __init__(self, answer):
+            super().__init__()
+            self.answer = answer
+
+        def forward(self, *args, **kwargs):
+            return types.SimpleNamespace(sample=self.answer)
+
+    generator = torch.Generator().manual_seed(0)
+    gt, lq, noise = (torch.rand(2, 3, 8, 8, generator=generator) for _ in range(3))
+    timesteps, scheduler = torch.tensor([3, 97]), IRSDEScheduler()
+    for objective in ("matching", "x0"):
+        loss = lambda answer: train_unet.irsde_loss(
+            NoiseOracle(answer), scheduler, gt, lq, timesteps, noise, None, None, objective
+        ).item()
+        assert loss(noise) < 0.5 * min(loss(noise + 0.1), loss(noise - 0.1), loss(noise * 0.9))
+    # x̂₀ of the true noise is the clean image itself (the authors' Euler-step mean is not the posterior mean, so
+    # their objective keeps a small floor).
+    assert train_unet.irsde_loss(NoiseOracle(noise), scheduler, gt, lq, timesteps, noise, None, None, "x0") < 1e-8
+    with pytest.raises(ValueError, match="objective"):
+        train_unet.irsde_loss(NoiseOracle(noise), scheduler, gt, lq, timesteps, noise, None, None, "eps")
 
 
 def test_daclip_objective_learns_a_fixed_batch(scripts_on_path, tiny_daclip):
