@@ -317,7 +317,7 @@ def test_the_true_noise_scores_best_and_makes_the_x0_objective_vanish(scripts_on
     gt, lq, noise = (torch.rand(2, 3, 8, 8, generator=generator) for _ in range(3))
     timesteps, scheduler = torch.tensor([3, 97]), IRSDEScheduler()
     for objective in ("matching", "x0"):
-        loss = lambda answer: train_unet.irsde_loss(
+        loss = lambda answer, objective=objective: train_unet.irsde_loss(
             NoiseOracle(answer), scheduler, gt, lq, timesteps, noise, None, None, objective
         ).item()
         assert loss(noise) < 0.5 * min(loss(noise + 0.1), loss(noise - 0.1), loss(noise * 0.9))
