@@ -38,6 +38,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 SCHEDULES = ("cosine", "linear", "constant")
 SOLVERS = ("sde", "ode")
+PREDICTION_TYPES = ("epsilon", "sample")
 
 Generators = Union[torch.Generator, List[torch.Generator], None]
 
@@ -103,7 +104,14 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
 
     order = 1
 
-    def _setup(self, num_train_timesteps: int, max_sigma: float, schedule: str, eps: float) -> None:
+    def _setup(
+        self, num_train_timesteps: int, max_sigma: float, schedule: str, eps: float, prediction_type: str
+    ) -> None:
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES} (what the UNet predicts: the noise ε, as the "
+                f"authors, or the clean image x₀), not {prediction_type!r}."
+            )
         if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, numbers.Integral):
             raise ValueError(f"num_train_timesteps must be a positive integer, not {num_train_timesteps!r}.")
         if num_train_timesteps < 1:
@@ -242,6 +250,17 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         """x̂₀ = (x_t − μ − σ̄_t ε̂) e^{θ̄_t dt} + μ."""
         return (sample - mu - sigma_bar * model_output) * torch.exp(thetas_cumsum * dt) + mu
 
+    def _noise_and_original(self, thetas_cumsum, sigma_bar, dt, sample, model_output, mu):
+        """(ε̂, x̂₀) from the UNet's output, whichever of the two it predicts (`config.prediction_type`).
+
+        x_t = μ + (x₀ − μ) e^{−θ̄_t dt} + σ̄_t ε links them; σ̄_t > 0 for every t ≥ 1 that a step or the training
+        helpers use.
+        """
+        if self.config.prediction_type == "epsilon":
+            return model_output, self._pred_original_sample(thetas_cumsum, sigma_bar, dt, sample, model_output, mu)
+        noise = (sample - mu - (model_output - mu) * torch.exp(-thetas_cumsum * dt)) / sigma_bar
+        return noise, model_output
+
     def _posterior(self, schedule: IRSDESchedule, index: torch.Tensor):
         """Weights and std of q(x_{t−1} | x_t, x₀) for index t (0-d or `[B]`): (coef_xt, coef_x0, std).
 
@@ -344,7 +363,8 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
     def predicted_original_sample(
         self, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor, *, mu: torch.Tensor
     ) -> torch.Tensor:
-        """x̂₀ = μ + (x_t − μ − σ̄_t ε̂) e^{θ̄_t dt}: the clean image that the predicted noise ε̂ implies.
+        """x̂₀ = μ + (x_t − μ − σ̄_t ε̂) e^{θ̄_t dt}, the clean image that the UNet's output implies (the output
+        itself with `prediction_type="sample"`).
 
         The posterior sampler only ever uses ε̂ through this estimate, so its error is what sampling feels (a
         training objective; not the authors'). Shapes as `add_noise`; returned in `sample`'s dtype.
@@ -353,7 +373,8 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         x, model_output, mu = self._float32(sample, model_output, mu)
         index, schedule = self._training_index(timesteps), self.training_schedule
         thetas_cumsum, sigma_bar = self._at(schedule.thetas_cumsum, index, x), self._at(schedule.sigma_bars, index, x)
-        return self._pred_original_sample(thetas_cumsum, sigma_bar, schedule.dt.to(x.device), x, model_output, mu).to(dtype)
+        _, original = self._noise_and_original(thetas_cumsum, sigma_bar, schedule.dt.to(x.device), x, model_output, mu)
+        return original.to(dtype)
 
     def expected_prev_sample(
         self, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor, *, mu: torch.Tensor
@@ -368,7 +389,9 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         index, schedule = self._training_index(timesteps), self.training_schedule
         at = lambda values: self._at(values, index, x)
         theta, sigma, sigma_bar = at(schedule.thetas), at(schedule.sigmas), at(schedule.sigma_bars)
-        drift = self._reverse_drift(theta, sigma, sigma_bar, schedule.dt.to(x.device), x, model_output, mu, 1.0)
+        dt = schedule.dt.to(x.device)
+        noise, _ = self._noise_and_original(at(schedule.thetas_cumsum), sigma_bar, dt, x, model_output, mu)
+        drift = self._reverse_drift(theta, sigma, sigma_bar, dt, x, noise, mu, 1.0)
         return (x - drift).to(dtype)
 
 
@@ -386,6 +409,8 @@ class IRSDEScheduler(_IRSDESchedulerBase):
         schedule (`str`, defaults to "cosine"): the θ schedule, "cosine", "linear" or "constant".
         eps (`float`, defaults to 0.005): e^{−θ̄_N dt}, the share of x₀ − μ left in x_N.
         solver (`str`, defaults to "sde"): "sde" or "ode".
+        prediction_type (`str`, defaults to "epsilon"): what the UNet predicts: "epsilon", the noise ε (the
+            authors' models), or "sample", the clean image x₀ (diffusers' name). The step turns one into the other.
     """
 
     @register_to_config
@@ -396,10 +421,11 @@ class IRSDEScheduler(_IRSDESchedulerBase):
         schedule: str = "cosine",
         eps: float = 0.005,
         solver: str = "sde",
+        prediction_type: str = "epsilon",
     ):
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}.")
-        self._setup(num_train_timesteps, max_sigma, schedule, eps)
+        self._setup(num_train_timesteps, max_sigma, schedule, eps, prediction_type)
 
     def step(
         self,
@@ -415,7 +441,7 @@ class IRSDEScheduler(_IRSDESchedulerBase):
         """One reverse step from x_t to x_{t−1}, computed in float32.
 
         Args:
-            model_output (`[B, C, H, W]`): ε̂, the UNet's noise prediction at x_t.
+            model_output (`[B, C, H, W]`): the UNet's prediction at x_t: ε̂ (or x̂₀ with `prediction_type="sample"`).
             timestep (`float`, 0-d or `[B]` tensor): the UNet time of x_t, a value of `self.timesteps`.
             sample (`[B, C, H, W]`): x_t.
             mu (`[B, C, H, W]`): μ, the degraded image.
@@ -432,13 +458,13 @@ class IRSDEScheduler(_IRSDESchedulerBase):
             at(schedule.thetas), at(schedule.sigmas), at(schedule.thetas_cumsum), at(schedule.sigma_bars)
         )
         dt = schedule.dt.to(x.device)
+        noise, pred_original = self._noise_and_original(thetas_cumsum, sigma_bar, dt, x, model_output, mu)
         if self.config.solver == "sde":
-            drift = self._reverse_drift(theta, sigma, sigma_bar, dt, x, model_output, mu, 1.0)
+            drift = self._reverse_drift(theta, sigma, sigma_bar, dt, x, noise, mu, 1.0)
             z = self._noise(x.shape, generator, x.device, variance_noise)
             prev_sample = x - drift - sigma * (z * math.sqrt(float(schedule.dt)))
         else:
-            prev_sample = x - self._reverse_drift(theta, sigma, sigma_bar, dt, x, model_output, mu, 0.5)
-        pred_original = self._pred_original_sample(thetas_cumsum, sigma_bar, dt, x, model_output, mu)
+            prev_sample = x - self._reverse_drift(theta, sigma, sigma_bar, dt, x, noise, mu, 0.5)
         return self._output(prev_sample, pred_original, dtype, return_dict)
 
 
@@ -459,7 +485,9 @@ class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
         clip_sample (`bool`, defaults to `False`): clamp x̂₀ to the image range [0, 1] before the posterior step,
             as diffusers' `DDPMScheduler(clip_sample=True)`. Off reproduces the authors. x̂₀ divides the noise
             prediction's error by e^{−θ̄_t dt} (down to `eps`, so ×200 at t = T): a weak model's trajectory then
-            runs away, and the clamp keeps it within the images' range (the bundled demo model needs it).
+            runs away, and the clamp keeps it within the images' range.
+        prediction_type (`str`, defaults to "epsilon"): what the UNet predicts: "epsilon", the noise ε (the
+            authors' models), or "sample", the clean image x₀ (diffusers' name). The step turns one into the other.
     """
 
     @register_to_config
@@ -470,8 +498,9 @@ class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
         schedule: str = "cosine",
         eps: float = 0.005,
         clip_sample: bool = False,
+        prediction_type: str = "epsilon",
     ):
-        self._setup(num_train_timesteps, max_sigma, schedule, eps)
+        self._setup(num_train_timesteps, max_sigma, schedule, eps, prediction_type)
 
     def step(
         self,
@@ -493,7 +522,7 @@ class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
         x, model_output, mu = self._float32(sample, model_output, mu)
         index, schedule = self.index_for_timestep(timestep), self.sampling_schedule
         at = lambda values: self._at(values, index, x)
-        pred_original = self._pred_original_sample(
+        _, pred_original = self._noise_and_original(
             at(schedule.thetas_cumsum), at(schedule.sigma_bars), schedule.dt.to(x.device), x, model_output, mu
         )
         if self.config.clip_sample:

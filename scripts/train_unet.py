@@ -39,6 +39,8 @@ from daclip.pipelines.daclip.pipeline_daclip import check_components_match
 logger = get_logger(__name__, log_level="INFO")
 
 UNET_FOLDER = "unet"
+# The IR-SDE settings a trained UNet goes with; the saved pipeline's scheduler gets the same.
+SDE_SETTINGS = ("num_train_timesteps", "max_sigma", "schedule", "eps", "prediction_type")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,6 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     sde.add_argument("--max_sigma", type=float, default=None, help="λ; ≥ 1 on a 0..255 scale (authors: 50)")
     sde.add_argument("--sde_schedule", choices=["cosine", "linear", "constant"], default=None, help="θ schedule (authors: cosine)")
     sde.add_argument("--sde_eps", type=float, default=None, help="e^(-θ̄_T dt) (authors: 0.005)")
+    sde.add_argument(
+        "--prediction_type",
+        choices=["epsilon", "sample"],
+        default=None,
+        help="what the UNet predicts: the noise (authors) or the clean image x0 (default: the pipeline's, else epsilon)",
+    )
     sde.add_argument(
         "--objective",
         choices=["matching", "x0"],
@@ -121,7 +129,7 @@ def load_models(args) -> Tuple[DACLIPModel, DACLIPUNet2DModel, Dict]:
     if args.pretrained_model:
         pipe = DACLIPPipeline.from_pretrained(args.pretrained_model)
         daclip, unet = pipe.daclip, pipe.unet
-        sde_config = {key: pipe.scheduler.config[key] for key in ("num_train_timesteps", "max_sigma", "schedule", "eps")}
+        sde_config = {key: pipe.scheduler.config[key] for key in SDE_SETTINGS}
     else:
         daclip = tu.load_daclip(args.daclip_model, args.daclip_config)
         if args.unet_config:
@@ -132,12 +140,13 @@ def load_models(args) -> Tuple[DACLIPModel, DACLIPUNet2DModel, Dict]:
         else:
             unet = DACLIPUNet2DModel.from_original_checkpoint(args.unet_checkpoint)
         default = IRSDEPosteriorScheduler()
-        sde_config = {key: default.config[key] for key in ("num_train_timesteps", "max_sigma", "schedule", "eps")}
+        sde_config = {key: default.config[key] for key in SDE_SETTINGS}
     overrides = {
         "num_train_timesteps": args.num_train_timesteps,
         "max_sigma": args.max_sigma,
         "schedule": args.sde_schedule,
         "eps": args.sde_eps,
+        "prediction_type": args.prediction_type,
     }
     sde_config.update({key: value for key, value in overrides.items() if value is not None})
     check_components_match(daclip, unet)

@@ -112,10 +112,40 @@ def test_timesteps_are_the_unet_times_in_sampling_order():
         scheduler.step(torch.zeros(1, 3, 4, 4), 0.0, torch.zeros(1, 3, 4, 4), mu=torch.zeros(1, 3, 4, 4))
 
 
-@pytest.mark.parametrize("bad", [dict(schedule="quadratic"), dict(eps=0), dict(max_sigma=-1), dict(solver="heun")])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(schedule="quadratic"), dict(eps=0), dict(max_sigma=-1), dict(solver="heun"), dict(prediction_type="v")],
+)
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError):
         IRSDEScheduler(**bad)
+
+
+@pytest.mark.parametrize("make", [IRSDEScheduler, lambda **kw: IRSDEScheduler(solver="ode", **kw), IRSDEPosteriorScheduler])
+def test_a_clean_image_prediction_steps_like_the_noise_it_implies(make):
+    """prediction_type="sample": the UNet gives x̂₀; every step and training helper equals the "epsilon" one fed the
+    noise that x̂₀ implies, at any number of steps."""
+    by_noise, by_sample = make(), make(prediction_type="sample")
+    noise, x0, mu = _random_step_inputs(batch=2)
+    x0 = x0.sigmoid()
+    t = torch.tensor([3, 80])
+    xt = by_noise.add_noise(x0, noise, t, mu=mu)
+    close = lambda a, b: torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
+    close(by_sample.predicted_original_sample(xt, x0, t, mu=mu), x0)
+    close(by_sample.expected_prev_sample(xt, x0, t, mu=mu), by_noise.expected_prev_sample(xt, noise, t, mu=mu))
+    for steps in (100, 10):
+        by_noise.set_timesteps(steps)
+        by_sample.set_timesteps(steps)
+        for timestep in by_noise.timesteps[[0, steps // 2, -1]]:
+            z = torch.randn(xt.shape, generator=torch.Generator().manual_seed(1))
+            index = int(by_noise.index_for_timestep(timestep))
+            # x_t on this N-step schedule, so that `noise` is exactly the noise x̂₀ = x0 implies
+            at = lambda values: values[index]
+            xt_n = mu + (x0 - mu) * torch.exp(-at(by_noise.thetas_cumsum) * by_noise.dt) + at(by_noise.sigma_bars) * noise
+            a = by_noise.step(noise, timestep, xt_n, mu=mu, variance_noise=z)
+            b = by_sample.step(x0, timestep, xt_n, mu=mu, variance_noise=z)
+            close(b.prev_sample, a.prev_sample)
+            close(b.pred_original_sample, a.pred_original_sample)
 
 
 def test_max_sigma_accepts_fractions_and_the_255_scale():

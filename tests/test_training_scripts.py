@@ -143,7 +143,8 @@ def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args):
 
 
 def test_train_unet_fine_tunes_a_pipeline_with_accumulation(tmp_path, weights_dir, parity_dir):
-    """--pretrained_model (a folder converted from the authors' files), gradient accumulation and checkpointing."""
+    """--pretrained_model (a folder converted from the authors' files), gradient accumulation and checkpointing,
+    and new IR-SDE settings (a UNet that predicts x0, trained on the x0 objective) carried into the saved pipeline."""
     from daclip import DACLIPPipeline
 
     source = tmp_path / "source-pipeline"
@@ -157,7 +158,7 @@ def test_train_unet_fine_tunes_a_pipeline_with_accumulation(tmp_path, weights_di
             "--pretrained_model", source, "--clean_images", "skimage", "--degradations", "rainy", "--resolution", 32,
             "--train_batch_size", 2, "--gradient_accumulation_steps", 2, "--gradient_checkpointing",
             "--max_train_steps", 2, "--checkpointing_steps", 100, "--learning_rate", 1e-3,
-            "--output_dir", output_dir,
+            "--output_dir", output_dir, "--prediction_type", "sample", "--objective", "x0", "--max_sigma", 10,
         ],
         tmp_path,
     )
@@ -168,6 +169,8 @@ def test_train_unet_fine_tunes_a_pipeline_with_accumulation(tmp_path, weights_di
     assert any(not torch.equal(unet_before[key], value) for key, value in unet_after.items())
     daclip_before = before.daclip.state_dict()
     assert all(torch.equal(daclip_before[key], value) for key, value in after.daclip.state_dict().items())
+    assert after.scheduler.config.prediction_type == "sample" and after.scheduler.config.max_sigma == 10
+    assert before.scheduler.config.prediction_type == "epsilon"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -324,6 +327,10 @@ def test_the_true_noise_scores_best_and_makes_the_x0_objective_vanish(scripts_on
     # x̂₀ of the true noise is the clean image itself (the authors' Euler-step mean is not the posterior mean, so
     # their objective keeps a small floor).
     assert train_unet.irsde_loss(NoiseOracle(noise), scheduler, gt, lq, timesteps, noise, None, None, "x0") < 1e-8
+    # A UNet that predicts x₀ is scored on x₀ itself.
+    by_sample = IRSDEScheduler(prediction_type="sample")
+    assert train_unet.irsde_loss(NoiseOracle(gt), by_sample, gt, lq, timesteps, noise, None, None, "x0") < 1e-12
+    assert train_unet.irsde_loss(NoiseOracle(gt + 0.1), by_sample, gt, lq, timesteps, noise, None, None, "x0") > 1e-3
     with pytest.raises(ValueError, match="objective"):
         train_unet.irsde_loss(NoiseOracle(noise), scheduler, gt, lq, timesteps, noise, None, None, "eps")
 
