@@ -4,8 +4,8 @@ on a fresh machine with no download.
 - `assets/demo-daclip/`: a `DACLIPModel` trained with `scripts/train_daclip.py` to tell five synthetic
   degradations apart (hazy, low-light, noisy, rainy, snowy). `daclip detect` uses it when no model is given.
 - `assets/demo-model/`: a whole `DACLIPPipeline` (DA-CLIP + restoration UNet), built by
-  `scripts/demo/train_demo_model.sh`. Not bundled yet: a UNet trained for the time a CPU session allows does not
-  restore (README says why). When it is there, `daclip restore` uses it if no model is given and the ComfyUI
+  `scripts/demo/train_demo_model.sh`. Not bundled yet: no UNet trained for the time a CPU session allows restores
+  reliably (README, "Demo model", says what was tried). When it is there, `daclip restore` uses it if no model is given and the ComfyUI
   loaders list it as `demo-model/`.
 """
 from pathlib import Path
