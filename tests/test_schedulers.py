@@ -439,3 +439,14 @@ def test_clip_sample_is_off_by_default_and_clamps_the_clean_estimate():
     # the option survives save/load and a swap to the SDE sampler and back
     back = IRSDEPosteriorScheduler.from_config(IRSDEScheduler.from_config(clipped.config).config)
     assert back.config.clip_sample is True
+
+
+def test_switching_sampler_keeps_what_the_unet_predicts():
+    """The CLI's --sampler and the Restore node's sampler rebuild the scheduler from the saved config: a UNet that
+    predicts x₀ must still be read as one."""
+    from daclip.pipelines.daclip.pipeline_daclip import scheduler_for_sampler
+
+    saved = IRSDEPosteriorScheduler(prediction_type="sample", max_sigma=10).config
+    for sampler in ("posterior", "sde", "ode"):
+        scheduler = scheduler_for_sampler(sampler, saved)
+        assert (scheduler.config.prediction_type, scheduler.config.max_sigma) == ("sample", 10)
