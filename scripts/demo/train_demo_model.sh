@@ -37,16 +37,16 @@ DATA=(--clean_images skimage --skimage_photos "${PHOTOS[@]}" --degradations "${L
     --validation_steps 1000 --output_dir "$WORK/daclip-detect" --resume_from_checkpoint latest
 
 # 3. UNet, conditioned by the finished DA-CLIP (both embeddings: use_degradation_context in unet_config.json).
-#    IR-SDE with T = 100, cosine, eps 0.005 as the authors, but lambda = 10 and a UNet that predicts the clean
-#    image (--prediction_type sample) trained on its squared error (--objective x0). With the authors' noise
+#    The authors' IR-SDE (T = 100, lambda = 50, cosine, eps 0.005), but a UNet that predicts the clean image
+#    (--prediction_type sample) trained on its squared error (--objective x0). With the authors' noise
 #    prediction and objective, a UNet this small trained this briefly does not restore: the posterior sampler's x0
 #    estimate multiplies the noise error by up to sigma_bar/eps (x40 at t = T), and the objective barely weights
 #    the large t where the UNet must restore from the degraded image alone (README, "Demo model"). Still long:
-#    1,500 steps (25 min on one core) did not restore reliably. A constant learning rate, so that the run can be
+#    1,500 steps (27 min on one core) did not restore reliably (lambda = 10 did worse than 50). A constant learning rate, so that the run can be
 #    stopped and resumed (from the latest checkpoint) across sittings.
 [ -f "$WORK/unet/model_index.json" ] || "${LAUNCH[@]}" "$REPO/scripts/train_unet.py" \
     --daclip_model "$WORK/daclip-detect" --unet_config "$HERE/unet_config.json" "${DATA[@]}" \
-    --max_sigma 10 --prediction_type sample --objective x0 \
+    --prediction_type sample --objective x0 \
     --resolution 64 --train_batch_size 8 --learning_rate 4e-4 --lr_warmup_steps 100 --lr_scheduler constant_with_warmup \
     --max_train_steps 40000 --use_ema --checkpointing_steps 500 --checkpoints_total_limit 2 \
     --output_dir "$WORK/unet" --resume_from_checkpoint latest
