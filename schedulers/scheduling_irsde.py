@@ -250,16 +250,20 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         """x̂₀ = (x_t − μ − σ̄_t ε̂) e^{θ̄_t dt} + μ."""
         return (sample - mu - sigma_bar * model_output) * torch.exp(thetas_cumsum * dt) + mu
 
-    def _noise_and_original(self, thetas_cumsum, sigma_bar, dt, sample, model_output, mu):
-        """(ε̂, x̂₀) from the UNet's output, whichever of the two it predicts (`config.prediction_type`).
-
-        x_t = μ + (x₀ − μ) e^{−θ̄_t dt} + σ̄_t ε links them; σ̄_t > 0 for every t ≥ 1 that a step or the training
-        helpers use.
-        """
+    # x_t = μ + (x₀ − μ) e^{−θ̄_t dt} + σ̄_t ε links the two things a UNet may predict (`config.prediction_type`);
+    # each step asks only for the one it needs, so the authors' ε path does no extra work. σ̄_t > 0 for every
+    # t ≥ 1 that a step or a training helper uses.
+    def _noise_from_output(self, thetas_cumsum, sigma_bar, dt, sample, model_output, mu):
+        """ε̂ from the UNet's output."""
         if self.config.prediction_type == "epsilon":
-            return model_output, self._pred_original_sample(thetas_cumsum, sigma_bar, dt, sample, model_output, mu)
-        noise = (sample - mu - (model_output - mu) * torch.exp(-thetas_cumsum * dt)) / sigma_bar
-        return noise, model_output
+            return model_output
+        return (sample - mu - (model_output - mu) * torch.exp(-thetas_cumsum * dt)) / sigma_bar
+
+    def _original_from_output(self, thetas_cumsum, sigma_bar, dt, sample, model_output, mu):
+        """x̂₀ from the UNet's output."""
+        if self.config.prediction_type == "sample":
+            return model_output
+        return self._pred_original_sample(thetas_cumsum, sigma_bar, dt, sample, model_output, mu)
 
     def _posterior(self, schedule: IRSDESchedule, index: torch.Tensor):
         """Weights and std of q(x_{t−1} | x_t, x₀) for index t (0-d or `[B]`): (coef_xt, coef_x0, std).
@@ -373,8 +377,8 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         x, model_output, mu = self._float32(sample, model_output, mu)
         index, schedule = self._training_index(timesteps), self.training_schedule
         thetas_cumsum, sigma_bar = self._at(schedule.thetas_cumsum, index, x), self._at(schedule.sigma_bars, index, x)
-        _, original = self._noise_and_original(thetas_cumsum, sigma_bar, schedule.dt.to(x.device), x, model_output, mu)
-        return original.to(dtype)
+        dt = schedule.dt.to(x.device)
+        return self._original_from_output(thetas_cumsum, sigma_bar, dt, x, model_output, mu).to(dtype)
 
     def expected_prev_sample(
         self, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor, *, mu: torch.Tensor
@@ -390,7 +394,7 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         at = lambda values: self._at(values, index, x)
         theta, sigma, sigma_bar = at(schedule.thetas), at(schedule.sigmas), at(schedule.sigma_bars)
         dt = schedule.dt.to(x.device)
-        noise, _ = self._noise_and_original(at(schedule.thetas_cumsum), sigma_bar, dt, x, model_output, mu)
+        noise = self._noise_from_output(at(schedule.thetas_cumsum), sigma_bar, dt, x, model_output, mu)
         drift = self._reverse_drift(theta, sigma, sigma_bar, dt, x, noise, mu, 1.0)
         return (x - drift).to(dtype)
 
@@ -458,7 +462,8 @@ class IRSDEScheduler(_IRSDESchedulerBase):
             at(schedule.thetas), at(schedule.sigmas), at(schedule.thetas_cumsum), at(schedule.sigma_bars)
         )
         dt = schedule.dt.to(x.device)
-        noise, pred_original = self._noise_and_original(thetas_cumsum, sigma_bar, dt, x, model_output, mu)
+        noise = self._noise_from_output(thetas_cumsum, sigma_bar, dt, x, model_output, mu)
+        pred_original = self._original_from_output(thetas_cumsum, sigma_bar, dt, x, model_output, mu)
         if self.config.solver == "sde":
             drift = self._reverse_drift(theta, sigma, sigma_bar, dt, x, noise, mu, 1.0)
             z = self._noise(x.shape, generator, x.device, variance_noise)
@@ -522,7 +527,7 @@ class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
         x, model_output, mu = self._float32(sample, model_output, mu)
         index, schedule = self.index_for_timestep(timestep), self.sampling_schedule
         at = lambda values: self._at(values, index, x)
-        _, pred_original = self._noise_and_original(
+        pred_original = self._original_from_output(
             at(schedule.thetas_cumsum), at(schedule.sigma_bars), schedule.dt.to(x.device), x, model_output, mu
         )
         if self.config.clip_sample:
