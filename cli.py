@@ -211,11 +211,10 @@ def load_pipeline(args):
 
         try:
             args.model = str(demo_model_path())
-        except FileNotFoundError:
+        except FileNotFoundError as error:
             raise UsageError(
-                "no model given. Restoring needs a restoration model: --daclip daclip_ViT-B-32.pt --unet "
-                "universal-ir.pth (the authors' files), or --model FOLDER_OR_HUB_ID. (The bundled demo model only "
-                "detects degradations: `daclip detect`.)"
+                f"no model given ({error}): give --daclip daclip_ViT-B-32.pt --unet universal-ir.pth (the authors' "
+                "files), or --model FOLDER_OR_HUB_ID"
             ) from None
         _say_demo(args.model)
     if args.model:

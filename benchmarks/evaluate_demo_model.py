@@ -179,7 +179,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None,
                         help="a trained pipeline folder or Hub id, or a DACLIPModel folder (detection only); default: "
-                        "assets/demo-model if built, else the bundled assets/demo-daclip")
+                        "the bundled assets/demo-model")
     parser.add_argument("--size", type=int, default=256, help="side of the square held-out crops")
     parser.add_argument("--crops", type=int, default=8, help="crops per held-out photo (all are used for detection)")
     parser.add_argument("--restore-crops", type=int, default=2, help="of those, how many per photo are restored")
@@ -190,8 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output", default=str(HERE / "DEMO_MODEL.md"))
     args = parser.parse_args(argv)
     if args.model is None:
-        built = REPO / "assets" / "demo-model"
-        args.model = str(built if (built / "model_index.json").is_file() else REPO / "assets" / "demo-daclip")
+        args.model = str(REPO / "assets" / "demo-model")
     if not 1 <= args.restore_crops <= args.crops:
         parser.error("--restore-crops must be from 1 to --crops")
     results = evaluate(args)

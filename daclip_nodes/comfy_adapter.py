@@ -37,15 +37,14 @@ _fallback_folders: List[str] = []
 def register_model_folder() -> None:
     """Add `models/daclip` to ComfyUI's model folders, keeping any paths a user configured for "daclip"
     (e.g. in `extra_model_paths.yaml`, which ComfyUI reads before it imports custom nodes), and the pack's
-    `assets/` folder, so that the bundled demo DA-CLIP (`demo-daclip/`) and the demo pipeline (`demo-model/`, once
-    built) are in the loaders with nothing to download."""
+    `assets/` folder, so that the bundled demo pipeline (`demo-model/`) is in both loaders with nothing to download."""
     if not IN_COMFYUI:
         return
-    from ..demo import ASSETS_DIR, DEMO_DACLIP_DIR, DEMO_MODEL_DIR
+    from ..demo import ASSETS_DIR, DEMO_MODEL_DIR
 
     default = os.path.join(_folder_paths.models_dir, MODEL_FOLDER)
     _folder_paths.add_model_folder_path(MODEL_FOLDER, default, is_default=True)
-    if DEMO_DACLIP_DIR.is_dir() or DEMO_MODEL_DIR.is_dir():
+    if DEMO_MODEL_DIR.is_dir():
         _folder_paths.add_model_folder_path(MODEL_FOLDER, str(ASSETS_DIR))
     paths, _ = _folder_paths.folder_names_and_paths[MODEL_FOLDER]
     _folder_paths.folder_names_and_paths[MODEL_FOLDER] = (paths, set(MODEL_EXTENSIONS))

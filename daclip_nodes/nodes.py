@@ -254,7 +254,7 @@ class DACLIPLoader:
     def INPUT_TYPES(cls):
         return _loader_inputs(
             "A DA-CLIP file from models/daclip (e.g. daclip_ViT-B-32.pt), a saved pipeline folder, or the bundled "
-            "demo-daclip/ (a small detector of 5 synthetic degradations)."
+            "demo-model/ (a small model of 5 synthetic degradations)."
         )
 
     RETURN_TYPES = ("DACLIP_MODEL",)
@@ -277,7 +277,7 @@ class DACLIPRestorationModelLoader:
     def INPUT_TYPES(cls):
         return _loader_inputs(
             "A restoration UNet from models/daclip (e.g. universal-ir.pth, wild-ir.pth), a saved pipeline folder, "
-            "or demo-model/ (the demo model, once built)."
+            "or the bundled demo-model/ (a small model of 5 synthetic degradations)."
         )
 
     RETURN_TYPES = ("DACLIP_UNET",)

@@ -109,7 +109,6 @@ def test_usage_and_model_errors_have_exit_codes_and_no_traceback(photos, tmp_pat
     assert "no such file" in capsys.readouterr().err
     # no model given and no bundled demo model (e.g. a stripped install): say so
     monkeypatch.setattr("daclip.demo.DEMO_MODEL_DIR", tmp_path / "no-demo-model")
-    monkeypatch.setattr("daclip.demo.DEMO_DACLIP_DIR", tmp_path / "no-demo-daclip")
     assert main(["restore", str(photos), "-o", str(tmp_path / "o")]) == 2
     assert "no model" in capsys.readouterr().err
     assert main(["detect", str(photos)]) == 2

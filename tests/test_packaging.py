@@ -105,8 +105,10 @@ def test_wheel_maps_the_repository_root_to_the_package(tmp_path):
         "daclip/utils/checkpoint_io.py",
         "daclip/demo.py",
         # what the CLI uses with no model given, and README's examples
-        "daclip/assets/demo-daclip/config.json",
-        "daclip/assets/demo-daclip/diffusion_pytorch_model.safetensors",
+        "daclip/assets/demo-model/model_index.json",
+        "daclip/assets/demo-model/daclip/diffusion_pytorch_model.safetensors",
+        "daclip/assets/demo-model/unet/diffusion_pytorch_model.safetensors",
+        "daclip/assets/demo-model/scheduler/scheduler_config.json",
         "daclip/assets/examples/hazy_real.jpg",
     ]:
         assert expected in names, expected

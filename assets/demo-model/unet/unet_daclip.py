@@ -1,0 +1,2 @@
+# Re-export for `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`; needs `pip install daclip`.
+from daclip import DACLIPUNet2DModel  # noqa: F401
