@@ -189,8 +189,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="also restore in this dtype and report its PSNR against the float32 output")
     parser.add_argument("--output", default=str(HERE / "DEMO_MODEL.md"))
     args = parser.parse_args(argv)
-    if args.model is None:
-        args.model = str(REPO / "assets" / "demo-model")
+    if args.model is None:  # relative when run from the repository root, so that the report names no machine path
+        args.model = "assets/demo-model" if Path.cwd() == REPO else str(REPO / "assets" / "demo-model")
     if not 1 <= args.restore_crops <= args.crops:
         parser.error("--restore-crops must be from 1 to --crops")
     results = evaluate(args)

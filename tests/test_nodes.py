@@ -432,7 +432,7 @@ def _check_value(node_id, name, spec, value):
 
 
 def test_example_workflows_exist():
-    assert WORKFLOW_NAMES == ["daclip_detect", "daclip_restore", "daclip_restore_text"]
+    assert WORKFLOW_NAMES == ["daclip_detect", "daclip_restore", "daclip_restore_demo", "daclip_restore_text"]
     assert all((WORKFLOWS / "api" / f"{name}.json").is_file() for name in WORKFLOW_NAMES)
 
 
