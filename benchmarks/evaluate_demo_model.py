@@ -9,7 +9,7 @@ degraded with `daclip.data.degrade` (seeded), then
 - **restoration** (on the first `--restore-crops` crops per photo): `DACLIPPipeline` with the posterior sampler,
   scored on the 8-bit output like the authors: PSNR / SSIM of the input and of the output against the clean crop.
 
-    python benchmarks/evaluate_demo_model.py                                  # assets/demo-model, once built
+    python benchmarks/evaluate_demo_model.py                                  # the bundled assets/demo-model
     python benchmarks/evaluate_demo_model.py --model my-restorer --steps 50
 
 Writes a markdown table (`--output`, default `benchmarks/DEMO_MODEL.md`) and every number as JSON beside it.
@@ -128,6 +128,12 @@ def summary_rows(results: Dict) -> List[Dict]:
     return rows
 
 
+def shown_model(model: str) -> str:
+    """The model as the report names it: relative to the repository when inside it, so no machine path is shown."""
+    path = Path(model).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else model
+
+
 def report(rows: List[Dict], args) -> str:
     detections = sum(r["detections"] for r in rows)
     accuracy = sum(r["detection_accuracy"] * r["detections"] for r in rows) / detections
@@ -135,7 +141,7 @@ def report(rows: List[Dict], args) -> str:
         lines = [
             "# Demo DA-CLIP: held-out detection",
             "",
-            f"Model `{args.model}` (a DA-CLIP alone: detection only). Images: {args.crops} random {args.size}×{args.size} "
+            f"Model `{shown_model(args.model)}` (a DA-CLIP alone: detection only). Images: {args.crops} random {args.size}×{args.size} "
             f"crops of each of scikit-image's {' and '.join(HELD_OUT_PHOTOS)} (photos the training never saw), each "
             f"degraded by `daclip.data.degrade` with every label (seed {args.seed}). Argmax over the model's "
             f"{len(rows)} labels. {platform.processor() or platform.machine()}, torch {torch.__version__}.",
@@ -149,7 +155,7 @@ def report(rows: List[Dict], args) -> str:
     lines = [
         "# Demo model: held-out quality",
         "",
-        f"Model `{args.model}`. Clean images: {args.crops} random {args.size}×{args.size} crops of each of scikit-image's "
+        f"Model `{shown_model(args.model)}`. Clean images: {args.crops} random {args.size}×{args.size} crops of each of scikit-image's "
         f"{' and '.join(HELD_OUT_PHOTOS)} (photos the training never saw), degraded by `daclip.data.degrade` "
         f"(seed {args.seed}). Restoration: posterior sampler, {args.steps} steps, on {args.restore_crops} crop(s) per "
         f"photo; PSNR/SSIM on 8-bit RGB. Detection: argmax over the model's {len(rows)} labels. "
@@ -189,8 +195,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="also restore in this dtype and report its PSNR against the float32 output")
     parser.add_argument("--output", default=str(HERE / "DEMO_MODEL.md"))
     args = parser.parse_args(argv)
-    if args.model is None:  # relative when run from the repository root, so that the report names no machine path
-        args.model = "assets/demo-model" if Path.cwd() == REPO else str(REPO / "assets" / "demo-model")
+    if args.model is None:
+        args.model = str(REPO / "assets" / "demo-model")
     if not 1 <= args.restore_crops <= args.crops:
         parser.error("--restore-crops must be from 1 to --crops")
     results = evaluate(args)
