@@ -329,12 +329,8 @@ def main(argv=None) -> None:
         args, model, optimizer_groups(named_trainable, args.adam_weight_decay), accelerator
     )
 
-    train_dataloader = DataLoader(
-        train_dataset,
-        shuffle=True,
-        collate_fn=collate,
-        batch_size=args.train_batch_size,
-        num_workers=args.dataloader_num_workers,
+    train_dataloader = tu.training_dataloader(
+        train_dataset, args.train_batch_size, collate, num_workers=args.dataloader_num_workers
     )
     updates_per_epoch, max_train_steps, num_epochs = tu.training_steps(args, len(train_dataloader))
     lr_scheduler = tu.make_lr_scheduler(args, optimizer, accelerator, max_train_steps)

@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 
 import training_utils as tu
 from daclip import DACLIPModel, DACLIPPipeline, DACLIPUNet2DModel, IRSDEPosteriorScheduler, IRSDEScheduler
@@ -317,12 +316,8 @@ def main(argv=None) -> None:
     # Data.
     with accelerator.main_process_first():
         train_dataset, validation_set = build_datasets(args, daclip.image_size)
-    train_dataloader = DataLoader(
-        train_dataset,
-        shuffle=True,
-        collate_fn=collate,
-        batch_size=args.train_batch_size,
-        num_workers=args.dataloader_num_workers,
+    train_dataloader = tu.training_dataloader(
+        train_dataset, args.train_batch_size, collate, num_workers=args.dataloader_num_workers
     )
     updates_per_epoch, max_train_steps, num_epochs = tu.training_steps(args, len(train_dataloader))
     lr_scheduler = tu.make_lr_scheduler(args, optimizer, accelerator, max_train_steps)

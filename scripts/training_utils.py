@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 
 from daclip import DACLIPModel
 from daclip.utils.image_metrics import psnr, quantize_8bit, ssim  # noqa: F401  (the scripts use tu.psnr, ...)
@@ -274,6 +274,23 @@ def held_out_indices(length: int, num_held_out: int, group_size: int = 1) -> Tup
             "and still have something to train on; lower --num_validation_images or add data"
         )
     return list(range(boundary, length)), list(range(num_held_out))
+
+
+def training_dataloader(dataset, batch_size: int, collate_fn, num_workers: int = 0) -> DataLoader:
+    """The shuffled training loader. It drops each epoch's ragged last batch (as the authors' open_clip loaders do)
+    when the dataset fills at least one batch: clean images degraded on the fly make epochs of a few dozen items, so
+    35 items in batches of 32 would otherwise make every other step a batch of 3, a noisy full-rate update (and, for
+    the contrastive loss, a batch with almost no negatives). Shuffling changes which items wait for the next epoch,
+    and on-the-fly data draws new crops each epoch, so nothing is left out for good. A dataset smaller than one
+    batch keeps its single short batch."""
+    return DataLoader(
+        dataset,
+        shuffle=True,
+        collate_fn=collate_fn,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        drop_last=len(dataset) >= batch_size,
+    )
 
 
 def set_epoch(dataloader, epoch: int) -> None:

@@ -444,6 +444,25 @@ def test_held_out_split_keeps_clean_images_apart(scripts_on_path):
         training_utils.held_out_indices(3, 3)
 
 
+def test_training_loader_never_makes_a_ragged_batch(scripts_on_path):
+    import training_utils
+
+    def sizes(length, batch_size, epochs=3):
+        loader = training_utils.training_dataloader(list(range(length)), batch_size, collate_fn=torch.tensor)
+        return [[len(batch) for batch in loader] for _ in range(epochs)]
+
+    # 35 on-the-fly items in batches of 32: one full batch per epoch, never a batch of 3
+    assert sizes(35, 32) == [[32]] * 3
+    assert sizes(40, 8) == [[8] * 5] * 3
+    # shuffled: the 3 items an epoch leaves out change from epoch to epoch
+    loader = training_utils.training_dataloader(list(range(35)), 32, collate_fn=torch.tensor)
+    torch.manual_seed(0)
+    seen = [set(batch.tolist()) for _ in range(4) for batch in loader]
+    assert len(set.union(*seen)) == 35
+    # a dataset smaller than one batch still trains, on one short batch per epoch
+    assert sizes(5, 8) == [[5]] * 3
+
+
 def test_skimage_photos_can_be_chosen_to_hold_some_out(scripts_on_path):
     import argparse
 
