@@ -49,6 +49,12 @@ SKIMAGE_PHOTOS = (
     "camera",
     "moon",
     "coins",
+    # textures and scientific images: content that looks like noise, rain or snow but is not degraded
+    "brick",
+    "grass",
+    "gravel",
+    "cell",
+    "retina",
 )
 
 
