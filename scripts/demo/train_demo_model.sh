@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the bundled demo model (assets/demo-model) from scratch with the project's own training scripts.
 #
-#   bash scripts/demo/train_demo_model.sh [WORK_DIR]      # ~4.5 hours on 2 CPU cores
+#   bash scripts/demo/train_demo_model.sh [WORK_DIR]      # ~4 hours on 2 CPU cores (as README says)
 #
 # What it trains: a small DA-CLIP (random, frozen CLIP; only the controller learns) and a small UNet, on
 # synthetic degradations (daclip.data.degradations) of scikit-image's bundled photos. "coffee" and "rocket" are
