@@ -54,7 +54,7 @@ DACLIP_FOLDER = "daclip"
 MAX_LOGIT_SCALE = math.log(100)  # the authors clamp DA-CLIP's logit scale to [0, ln 100] after every step
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=tu.HelpFormatter)
 
     tu.add_daclip_arguments(parser, ": continue training it")
@@ -104,7 +104,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         train_batch_size=64,
         tracker_project_name="daclip-controller",
     )
+    return parser
 
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     tu.finish_training_arguments(parser, args)
     if bool(args.daclip_model) == bool(args.clip_config):

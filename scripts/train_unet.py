@@ -44,7 +44,7 @@ UNET_FOLDER = "unet"
 SDE_SETTINGS = ("num_train_timesteps", "max_sigma", "schedule", "eps", "prediction_type")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=tu.HelpFormatter)
 
     models = parser.add_argument_group("models (give --pretrained_model, or --daclip_model with --unet_config/--unet_checkpoint)")
@@ -119,7 +119,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     validation.add_argument(
         "--validation_resolution", type=int, default=None, help="side of the validation crops (default: --resolution)"
     )
+    return parser
 
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     tu.finish_training_arguments(parser, args)
     if args.pretrained_model and (args.unet_config or args.unet_checkpoint or args.daclip_model):
