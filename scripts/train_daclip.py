@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--random_crop",
         action="store_true",
-        help="the authors' --crop: random square crops (--train_csv: of the short side; --train_data_dir: of "
+        help="random square crops, as the authors' crop option (--train_csv: of the short side; --train_data_dir: of "
         "--resolution) before the CLIP view",
     )
     paired = parser.add_argument_group("paired data (train_unet.py's layout; degradation loss only)")
