@@ -249,7 +249,7 @@ def finish_training_arguments(parser: argparse.ArgumentParser, args: argparse.Na
         parser.error("--validation_steps needs --num_validation_images of at least 1")
     if getattr(args, "clean_images_dir", None) and getattr(args, "clean_images", None):
         parser.error("give --clean_images_dir or --clean_images, not both")
-    check_output_dir(parser, args)
+    check_output_dir(args)
     return args
 
 
@@ -273,7 +273,7 @@ def existing_run(args: argparse.Namespace) -> List[Path]:
     return found
 
 
-def check_output_dir(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_output_dir(args: argparse.Namespace) -> None:
     """Refuse to mix two runs in one folder: an `--output_dir` holding a run needs `--resume_from_checkpoint` (to
     continue it) or `--overwrite_output_dir` (to start over)."""
     found = existing_run(args)
@@ -338,9 +338,10 @@ def check_resume_config(
     them; differences in `RESUME_FREE` and `free` are allowed silently, others are logged as a warning. Nothing
     happens for a new run or a run with no record.
     """
-    if resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir) is None:
+    checkpoint = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if checkpoint is None:
         return
-    record = Path(args.output_dir, args.logging_dir, CONFIG_FILE)
+    record = checkpoint.parent / args.logging_dir / CONFIG_FILE  # the run the checkpoint belongs to
     if not record.is_file():
         logger.warning("%s is missing: cannot check that this resume uses the run's settings", record)
         return
@@ -358,7 +359,7 @@ def check_resume_config(
     refused = sorted(key for key in differences if key in fixed)
     if refused:
         usage_error(
-            f"resuming the run in {args.output_dir} with settings that differ from those it recorded in {record}:\n"
+            f"resuming the run of {checkpoint} with settings that differ from those it recorded in {record}:\n"
             + "\n".join(lines)
             + f"\n{', '.join('--' + key for key in refused)} would corrupt the run (other data, another validation "
             "split, objective, EMA or model). Resume with the recorded values, or start a new run in another "
