@@ -194,6 +194,13 @@ class DACLIPPipeline(DiffusionPipeline):
                 embeds = embeds[None]
             return embeds.expand(batch_size, -1), [None] * batch_size
         texts = [degradation] * batch_size if isinstance(degradation, str) else list(degradation)
+        unknown = self.daclip.unknown_steering_texts(texts)
+        if unknown:
+            logger.warning(
+                f"this DA-CLIP's text tower is random (text_tower_pretrained=False, e.g. the demo model): it knows only "
+                f"its labels {list(self.daclip.config.degradations)}, so {', '.join(map(repr, unknown))} steers the "
+                "restoration in an arbitrary direction."
+            )
         text_embeds = self.encode_degradation_text(texts, device)
         text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
         return text_embeds * image_degradation_embeds.norm(dim=-1, keepdim=True), texts
