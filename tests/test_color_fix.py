@@ -1,4 +1,5 @@
 """The optional colour fix: it moves the colour to the input's and keeps the restoration's detail."""
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,56 @@ def test_bad_arguments_say_what_was_expected():
     with pytest.raises(ValueError, match="one shape"):
         apply_color_fix(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9), "wavelet")
     assert COLOR_FIX_METHODS[0] == "none"
+
+
+# -----------------------------------------------------------------------------------------------------------
+# Wired into the pipeline, the CLI and the Restore node: the same function on the same restoration
+# -----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_pipe(weights_dir, parity_dir):
+    from daclip import DACLIPPipeline
+
+    pipe = DACLIPPipeline.from_original_checkpoints(
+        weights_dir / "daclip_tiny.pt", weights_dir / "universal-ir_tiny.pth", daclip_config=parity_dir / "daclip_tiny.json"
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("method", ["wavelet", "adain"])
+def test_the_pipeline_applies_the_fix_to_its_own_result(tiny_pipe, reference, method):
+    image = torch.from_numpy(reference["preproc.lq_37x53.uint8_hwc_rgb"]).permute(2, 0, 1)[None].float() / 255
+
+    def run(color_fix):
+        return tiny_pipe(image, num_inference_steps=2, generator=torch.Generator().manual_seed(3), output_type="pt",
+                         color_fix=color_fix).images
+
+    plain, fixed = run("none"), run(method)
+    torch.testing.assert_close(fixed, apply_color_fix(plain, image, method), rtol=0, atol=1e-6)
+    assert not torch.allclose(fixed, plain.clamp(0, 1))
+    with pytest.raises(ValueError, match="color_fix must be one of"):
+        run("histogram")
+
+
+def test_the_cli_and_the_node_take_the_option(tmp_path, reference, tiny_model_args, parity_dir, weights_dir):
+    import PIL.Image
+
+    from daclip.cli import main
+
+    photo = tmp_path / "photo.png"
+    PIL.Image.fromarray(reference["preproc.lq_37x53.uint8_hwc_rgb"]).save(photo)
+    outputs = {}
+    for method in ("none", "wavelet"):
+        out = tmp_path / method
+        assert main(["restore", str(photo), "-o", str(out), "--steps", "2", "--color-fix", method, *tiny_model_args]) == 0
+        outputs[method] = np.asarray(PIL.Image.open(out / "photo.png"))
+    assert np.abs(outputs["none"].astype(int) - outputs["wavelet"].astype(int)).max() > 0
+    with pytest.raises(SystemExit) as usage:
+        main(["restore", str(photo), "-o", str(tmp_path / "x"), "--color-fix", "histogram", *tiny_model_args])
+    assert usage.value.code == 2
+
+    from daclip.daclip_nodes import nodes
+
+    assert nodes.DACLIPRestore.INPUT_TYPES()["optional"]["color_fix"][0] == list(COLOR_FIX_METHODS)
+
+

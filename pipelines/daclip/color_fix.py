@@ -89,6 +89,8 @@ def apply_color_fix(restored: torch.Tensor, reference: torch.Tensor, method: str
             f"color_fix needs the restored image and its input at one shape; got {tuple(restored.shape)} "
             f"and {tuple(reference.shape)}."
         )
+    # The sampler's state may overshoot [0, 1]; the fix works on the image the user would see.
+    restored = restored.clamp(0.0, 1.0)
     reference = reference.to(device=restored.device, dtype=restored.dtype)
     if method == "wavelet":
         return wavelet_color_fix(restored, reference)
