@@ -202,10 +202,12 @@ def report(results: Dict, args) -> str:
                        for p in results["photos"]),
                    color_fix={m: dict(psnr=mean("psnr", m), colour_error=mean("colour_error", m)) for m in COLOR_FIX_METHODS})
         rows.append(row)
+        # A clean input has infinite PSNR: the output's PSNR alone says how much was damaged.
+        gain = (f"{row['psnr_output'] - row['psnr_input']:+.2f} (worst photo {row['worst_photo_gain']:+.2f})"
+                if np.isfinite(row["psnr_input"]) else "— (input untouched)")
         lines.append(
             f"| {kind} | {'yes' if claimed else 'no'} | {row['psnr_input']:.2f} / {row['ssim_input']:.3f} | "
-            f"{row['psnr_output']:.2f} / {row['ssim_output']:.3f} | {row['psnr_output'] - row['psnr_input']:+.2f} "
-            f"(worst photo {row['worst_photo_gain']:+.2f}) | "
+            f"{row['psnr_output']:.2f} / {row['ssim_output']:.3f} | {gain} | "
             f"{'—' if row['detection'] is None else format(row['detection'], '.0%')} | "
             f"{row['colour_error_input']:.1f} → {row['color_fix']['none']['colour_error']:.1f} |"
         )
