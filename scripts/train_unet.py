@@ -31,7 +31,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
 import training_utils as tu
-from daclip import DACLIPModel, DACLIPPipeline, DACLIPUNet2DModel, IRSDEPosteriorScheduler, IRSDEScheduler
+from daclip import DACLIPModel, DACLIPPipeline, DACLIPUNet2DModel, IRSDEPosteriorScheduler, IRSDEScheduler, load_pipeline, load_unet
 from daclip.data import PairedDegradationDataset, SYNTHESISABLE, SyntheticDegradationDataset
 from daclip.pipelines.daclip.pipeline_daclip import check_components_match
 
@@ -49,11 +49,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     models.add_argument(
         "--pretrained_model",
         default=None,
-        help="a DACLIPPipeline folder or Hub id: its UNet is fine-tuned, its DA-CLIP and SDE settings are used",
+        help="a DACLIPPipeline folder, Hub id or train_unet.py checkpoint-N folder: its UNet is fine-tuned, its DA-CLIP "
+        "and SDE settings are used",
     )
     models.add_argument("--unet_config", default=None, help="JSON of a DACLIPUNet2DModel config: train a new UNet")
     models.add_argument(
-        "--unet_checkpoint", default=None, help="the authors' UNet file (*.pth) or a DACLIPUNet2DModel folder to fine-tune"
+        "--unet_checkpoint",
+        default=None,
+        help="the UNet to fine-tune: the authors' file (*.pth), a safetensors file, a DACLIPUNet2DModel or pipeline "
+        "folder, or a run's checkpoint-N folder",
     )
     tu.add_daclip_arguments(parser, " (with --unet_config / --unet_checkpoint)")
 
@@ -126,7 +130,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_models(args) -> Tuple[DACLIPModel, DACLIPUNet2DModel, Dict]:
     """(DA-CLIP, UNet, IR-SDE config) from `--pretrained_model` or from `--daclip_model` + `--unet_*`."""
     if args.pretrained_model:
-        pipe = DACLIPPipeline.from_pretrained(args.pretrained_model)
+        pipe = load_pipeline(args.pretrained_model)
         daclip, unet = pipe.daclip, pipe.unet
         sde_config = {key: pipe.scheduler.config[key] for key in SDE_SETTINGS}
     else:
@@ -134,10 +138,8 @@ def load_models(args) -> Tuple[DACLIPModel, DACLIPUNet2DModel, Dict]:
         if args.unet_config:
             with open(args.unet_config, encoding="utf-8") as handle:
                 unet = DACLIPUNet2DModel.from_config(json.load(handle))
-        elif Path(args.unet_checkpoint).is_dir():
-            unet = DACLIPUNet2DModel.from_pretrained(args.unet_checkpoint)
         else:
-            unet = DACLIPUNet2DModel.from_original_checkpoint(args.unet_checkpoint)
+            unet = load_unet(args.unet_checkpoint)[0]
         default = IRSDEPosteriorScheduler()
         sde_config = {key: default.config[key] for key in SDE_SETTINGS}
     overrides = {
@@ -155,7 +157,7 @@ def load_models(args) -> Tuple[DACLIPModel, DACLIPUNet2DModel, Dict]:
 def reload_daclip(args) -> DACLIPModel:
     """The DA-CLIP in float32, from its source, for the saved pipeline (the one in memory may be cast to fp16)."""
     if args.pretrained_model:
-        return DACLIPPipeline.from_pretrained(args.pretrained_model).daclip
+        return load_pipeline(args.pretrained_model).daclip
     return tu.load_daclip(args.daclip_model, args.daclip_config)
 
 
@@ -310,7 +312,9 @@ def main(argv=None) -> None:
 
         ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=DACLIPUNet2DModel, model_config=unet.config)
 
-    tu.register_checkpoint_hooks(accelerator, DACLIPUNet2DModel, UNET_FOLDER, ema=ema_unet)
+    tu.register_checkpoint_hooks(
+        accelerator, DACLIPUNet2DModel, UNET_FOLDER, ema=ema_unet, scheduler=IRSDEPosteriorScheduler(**sde_config)
+    )
     optimizer = tu.make_optimizer(args, unet, unet.parameters(), accelerator)
 
     # Data.
