@@ -62,7 +62,7 @@ _MAGIC_NUMBERS = (
     (b"\x1f\x8b", "a gzip-compressed file (decompress it first)"),
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
     (b"Rar!", "a RAR archive"),
-    (b"version https://git-lfs", "a Git LFS pointer, not the weights (run `git lfs pull`, or download the file itself)"),
+    (b"version https://git-lfs", "a Git LFS pointer instead of the weights (run `git lfs pull`, or download the file itself)"),
 )
 
 
@@ -105,7 +105,7 @@ def _identify_zip(path: str) -> str:
     if any(name.endswith("saved_model.pb") for name in names):
         return "a zipped TensorFlow SavedModel"
     shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
-    return f"a zip archive of {len(names)} files ({shown or 'empty'}), not a PyTorch checkpoint"
+    return f"a zip archive of {len(names)} files ({shown or 'empty'})"
 
 
 def _identify_text(head: bytes) -> Optional[str]:
@@ -117,11 +117,11 @@ def _identify_text(head: bytes) -> Optional[str]:
         return None
     if text.startswith(("{", "[")):
         if '"vision_cfg"' in text or '"model_cfg"' in text or '"_class_name"' in text:
-            return "a JSON config, not weights (a config goes beside its weights file, under the same name)"
-        return "a JSON file, not weights"
+            return "a JSON config (a config goes beside its weights file, under the same name)"
+        return "a JSON file"
     if text[:15].lower().startswith(("<!doctype html", "<html", "<?xml")):
-        return "an HTML/XML page (a failed download?), not weights"
-    return "a text file, not weights"
+        return "an HTML/XML page (a failed download?)"
+    return "a text file"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from ...utils.checkpoint_io import CheckpointError, read_json
+from ...utils.checkpoint_io import SAFETENSORS, TORCH_PICKLE, TORCH_ZIP, CheckpointError, identify_file, read_json
 
 logger = logging.getLogger("daclip")
 
@@ -84,7 +84,7 @@ def _identify_folder(path: str) -> ModelSource:
     if (folder / PIPELINE_MARKER).is_file():
         class_name = _class_name(read_json(folder / PIPELINE_MARKER, "model_index.json"))
         if class_name != "DACLIPPipeline":
-            raise CheckpointError(f"{path}: a saved {class_name or 'diffusers'} pipeline, not a DA-CLIP pipeline.")
+            raise CheckpointError(f"{path}: a saved {class_name or 'diffusers'} folder, not a DA-CLIP pipeline.")
         return ModelSource("pipeline", path)
     if (folder / COMPONENT_MARKER).is_file():
         config = read_json(folder / COMPONENT_MARKER, "model config")
@@ -209,6 +209,9 @@ def load_pipeline(source: Source, dtype: Optional[torch.dtype] = None, **kwargs)
     if found.kind in ("pipeline", "hub"):
         return _converting_hub_errors(found, lambda: DACLIPPipeline.from_pretrained(found.path, dtype=dtype, **kwargs))
     if found.kind == "file":
+        kind = identify_file(found.path)
+        if kind not in (TORCH_ZIP, TORCH_PICKLE, SAFETENSORS):
+            raise CheckpointError(f"{found.path}: this is {kind}, not a DA-CLIP pipeline folder.")
         raise CheckpointError(
             f"{found.path}: is a file, not a pipeline folder.",
             found="file",
