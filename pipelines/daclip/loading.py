@@ -33,6 +33,7 @@ from ...utils.checkpoint_io import SAFETENSORS, TORCH_PICKLE, TORCH_ZIP, Checkpo
 logger = logging.getLogger("daclip")
 
 PIPELINE_MARKER, COMPONENT_MARKER, SCHEDULER_MARKER = "model_index.json", "config.json", "scheduler_config.json"
+WEIGHTS_STEM = "diffusion_pytorch_model"  # diffusers' weight file name: <stem>[.<variant>].safetensors
 # What the training scripts write (scripts/training_utils.py): `checkpoint-<step>/` folders holding the trained
 # model as a save_pretrained folder (`daclip/` or `unet/`), and the run's arguments in `logs/config.json`.
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
@@ -101,6 +102,24 @@ def _identify_folder(path: str) -> ModelSource:
     if _checkpoints(folder):
         return ModelSource("run", path)
     raise CheckpointError(f"{path}: {_describe_foreign_folder(folder)}")
+
+
+def check_weights_variant(folder: Source, variant: Optional[str] = None) -> None:
+    """Raise `CheckpointError` naming the variants a model folder holds when the asked one is not there
+    (`save_pretrained(d, variant="fp16")` writes `diffusion_pytorch_model.fp16.safetensors`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return  # a Hub folder: diffusers resolves it
+    names = [name for name in os.listdir(folder) if name.startswith(WEIGHTS_STEM + ".")]
+    if not names or any(name.endswith(".index.json") for name in names):
+        return  # no weights at all (diffusers says so) or sharded weights (diffusers resolves them)
+    wanted = WEIGHTS_STEM + (f".{variant}" if variant else "")
+    if any(os.path.splitext(name)[0] == wanted for name in names):
+        return
+    held = sorted({name.split(".")[1] for name in names if name.count(".") == 2})
+    plain = any(name.count(".") == 1 for name in names)
+    offer = ([] if not plain else ["no variant"]) + [f"variant={name!r}" for name in held]
+    raise CheckpointError(f"{folder}: has no {'variant ' + repr(variant) if variant else 'weights without a variant'}; it holds {', '.join(offer)}.")
 
 
 def _class_name(config: Dict[str, Any]) -> Optional[str]:
@@ -263,6 +282,9 @@ def _raise_one_component(found: ModelSource):
 
 
 def _from_pretrained(model_class, found: ModelSource, subfolder: Optional[str], hub_kwargs: Dict[str, Any]):
+    if found.kind != "hub":
+        check_weights_variant(os.path.join(found.path, subfolder or ""), hub_kwargs.get("variant"))
+
     def load():
         return model_class.from_pretrained(found.path, subfolder=subfolder, **hub_kwargs)
 

@@ -135,7 +135,7 @@ class DACLIPPipeline(DiffusionPipeline):
         Raises `TypeError` for other keyword arguments (`device_map` included: load, then `.to(device)` or
         `enable_model_cpu_offload()`), `CheckpointError` for a source that is not a loadable pipeline.
         """
-        from .loading import _converting_hub_errors, identify, load_pipeline
+        from .loading import _converting_hub_errors, check_weights_variant, identify, load_pipeline
 
         _check_from_pretrained_kwargs(kwargs)
         found = identify(pretrained_model_name_or_path)
@@ -166,6 +166,8 @@ class DACLIPPipeline(DiffusionPipeline):
             if not os.path.isdir(os.path.join(folder, name)):
                 raise ValueError(f"{folder}: the '{name}' folder is missing.")
             extra = model_kwargs if name != "scheduler" else {}
+            if name != "scheduler":
+                check_weights_variant(os.path.join(folder, name), model_kwargs.get("variant"))
             components[name] = _converting_hub_errors(
                 found, lambda: component_class.from_pretrained(folder, subfolder=name, **extra)
             )
