@@ -28,7 +28,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from ...utils.checkpoint_io import SAFETENSORS, TORCH_PICKLE, TORCH_ZIP, CheckpointError, identify_file, read_json
+from ...utils.checkpoint_io import CheckpointError, load_torch_checkpoint, read_json
 
 logger = logging.getLogger("daclip")
 
@@ -228,9 +228,7 @@ def load_pipeline(source: Source, dtype: Optional[torch.dtype] = None, **kwargs)
     if found.kind in ("pipeline", "hub"):
         return _converting_hub_errors(found, lambda: DACLIPPipeline.from_pretrained(found.path, dtype=dtype, **kwargs))
     if found.kind == "file":
-        kind = identify_file(found.path)
-        if kind not in (TORCH_ZIP, TORCH_PICKLE, SAFETENSORS):
-            raise CheckpointError(f"{found.path}: this is {kind}, not a DA-CLIP pipeline folder.")
+        load_torch_checkpoint(found.path)  # another format, an unsafe pickle, a Lightning .ckpt: named as such
         raise CheckpointError(
             f"{found.path}: is a file, not a pipeline folder.",
             found="file",
