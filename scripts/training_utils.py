@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Subset
 
 from daclip import DACLIPModel
 from daclip import load_daclip as load_daclip_at
+from daclip.utils import load_torch_checkpoint
 from daclip.utils.image_metrics import psnr, quantize_8bit, ssim  # noqa: F401  (the scripts use tu.psnr, ...)
 
 logger = logging.getLogger(__name__)
@@ -578,7 +579,7 @@ def resume(accelerator, args: argparse.Namespace, updates_per_epoch: int, genera
     if generator is not None:
         state_file = _generator_file(path, accelerator)
         if state_file.is_file():
-            generator.set_state(torch.load(state_file, map_location="cpu", weights_only=True))
+            generator.set_state(load_torch_checkpoint(state_file))
         else:
             logger.warning(f"{state_file} is missing: this process draws fresh training noise")
     first_epoch = global_step // updates_per_epoch
@@ -594,7 +595,7 @@ def load_ema_state(ema, folder: Union[str, os.PathLike], device) -> None:
     path = Path(folder) / EMA_STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: was the checkpoint saved without --use_ema?")
-    ema.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    ema.load_state_dict(load_torch_checkpoint(path))
     ema.to(device)
 
 

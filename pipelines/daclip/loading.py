@@ -352,6 +352,9 @@ def _checkpoint_pipeline(found: ModelSource, dtype, kwargs):
     if (run / PIPELINE_MARKER).is_file():
         logger.warning("%s: using its UNet with the DA-CLIP and scheduler of the run's pipeline in %s", checkpoint, run)
         return DACLIPPipeline.from_pretrained(run, unet=unet, dtype=dtype, **kwargs)
+    dtype = dtype or kwargs.pop("torch_dtype", None)
+    if kwargs:
+        raise TypeError(f"{checkpoint}: a checkpoint of a run without a final pipeline takes only dtype, not {', '.join(kwargs)}.")
     recorded = _recorded_run_arguments(checkpoint)
     daclip_source = recorded.get("pretrained_model") or recorded.get("daclip_model")
     if not daclip_source:
