@@ -7,6 +7,7 @@ from .pipelines.daclip.modeling_daclip import DEGRADATIONS, DACLIPModel
 from .pipelines.daclip.unet_daclip import DACLIPUNet2DModel
 from .pipelines.daclip.pipeline_daclip import DACLIPPipeline, DACLIPPipelineOutput
 from .pipelines.daclip.hub import download_original_checkpoints
+from .pipelines.daclip.loading import load_daclip, load_pipeline, load_pipeline_from_parts, load_unet
 from .schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
 from .utils import CheckpointError
 from .demo import demo_model_path
@@ -21,6 +22,10 @@ __all__ = [
     "DACLIPPipeline",
     "DACLIPPipelineOutput",
     "download_original_checkpoints",
+    "load_daclip",
+    "load_unet",
+    "load_pipeline",
+    "load_pipeline_from_parts",
     "DACLIPModel",
     "DACLIPUNet2DModel",
     "IRSDEScheduler",

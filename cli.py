@@ -208,9 +208,11 @@ def _say_demo(path) -> None:
 
 
 def load_pipeline(args):
+    """The pipeline of `--model` (a pipeline folder, Hub id or train_unet.py checkpoint) or of `--daclip` +
+    `--unet` (each a file, a model folder, a pipeline folder or a checkpoint), else the bundled demo model."""
     import torch
 
-    from .pipelines.daclip.pipeline_daclip import DACLIPPipeline
+    from .pipelines.daclip.loading import load_pipeline as load_pipeline_at, load_pipeline_from_parts
 
     dtype = getattr(torch, args.dtype)
     if args.model and (args.daclip or args.unet):
@@ -227,18 +229,19 @@ def load_pipeline(args):
             ) from None
         _say_demo(args.model)
     if args.model:
-        pipe = DACLIPPipeline.from_pretrained(args.model)
+        pipe = load_pipeline_at(args.model)
     elif args.daclip and args.unet:
-        pipe = DACLIPPipeline.from_original_checkpoints(args.daclip, args.unet, daclip_config=args.daclip_config)
+        pipe = load_pipeline_from_parts(args.daclip, args.unet, daclip_config=args.daclip_config)
     else:
         raise UsageError("no model: give --model FOLDER_OR_HUB_ID, or both --daclip FILE.pt and --unet FILE.pth")
     return pipe.to(device=_resolve_device(args.device), dtype=dtype)
 
 
 def load_daclip(args):
+    """The DA-CLIP of `--model` or `--daclip` (any source the library's `load_daclip` takes), else the demo's."""
     import torch
 
-    from .pipelines.daclip.modeling_daclip import DACLIPModel
+    from .pipelines.daclip.loading import load_daclip as load_daclip_at
 
     if _no_model_given(args):
         from .demo import demo_daclip_path
@@ -248,20 +251,21 @@ def load_daclip(args):
         except FileNotFoundError as error:
             raise UsageError(f"no model given ({error}): give --model FOLDER_OR_HUB_ID, or --daclip FILE.pt") from None
         _say_demo(demo)
-        model = DACLIPModel.from_pretrained(demo)
-    elif args.model and os.path.isfile(os.path.join(args.model, "config.json")):
-        model = DACLIPModel.from_pretrained(args.model)  # a DACLIPModel folder
-    elif args.model and os.path.isdir(args.model):
-        model = DACLIPModel.from_pretrained(args.model, subfolder="daclip")
-    elif args.model:
-        from .pipelines.daclip.pipeline_daclip import DACLIPPipeline
-
-        model = DACLIPPipeline.from_pretrained(args.model).daclip
-    elif args.daclip:
-        model = DACLIPModel.from_original_checkpoint(args.daclip, config=args.daclip_config)
+        source = demo
+    elif args.model and args.daclip:
+        raise UsageError("give either --model or --daclip, not both")
     else:
-        raise UsageError("no model: give --model FOLDER_OR_HUB_ID, or --daclip FILE.pt")
+        source = args.model or args.daclip
+    model = load_daclip_at(source, config=args.daclip_config)
     return model.to(device=_resolve_device(args.device), dtype=getattr(torch, args.dtype))
+
+
+# How to act on a model of the other kind, in this command line's words (see CheckpointError.found).
+_CLI_HINTS = {
+    "file": "Pass the authors' files with --daclip/--unet (e.g. --daclip daclip_ViT-B-32.pt --unet universal-ir.pth).",
+    "daclip": "It is a DA-CLIP: pass it with --daclip (restore also needs a UNet: --unet).",
+    "unet": "It is a restoration UNet: pass it with --unet, with its DA-CLIP as --daclip.",
+}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -357,15 +361,12 @@ def run_detect(args) -> int:
 
 
 def run_convert(args) -> int:
-    from .pipelines.daclip.pipeline_daclip import DACLIPPipeline
+    from .pipelines.daclip.convert_original import convert_to_diffusers
 
     output_dir = Path(args.output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise UsageError(f"{output_dir} exists and is not empty; choose a new folder")
-    pipe = _load_or_exit(
-        lambda a: DACLIPPipeline.from_original_checkpoints(a.daclip, a.unet, daclip_config=a.daclip_config), args
-    )
-    pipe.save_pretrained(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise UsageError(f"{output_dir} exists and is not an empty folder; choose a new folder")
+    _load_or_exit(lambda a: convert_to_diffusers(output_dir, a.daclip, a.unet, daclip_config=a.daclip_config), args)
     print(f"wrote {output_dir}")
     return EXIT_OK
 
@@ -381,7 +382,9 @@ def _load_or_exit(loader, args):
         return loader(args)
     except UsageError:
         raise
-    except (CheckpointError, ValueError, OSError) as error:
+    except CheckpointError as error:
+        raise _ModelLoadFailed(str(error.with_hint(_CLI_HINTS.get(error.found, error.hint)))) from None
+    except (ValueError, OSError) as error:
         raise _ModelLoadFailed(str(error)) from None
 
 

@@ -51,14 +51,16 @@ def held_out_crops(names, size: int, count: int, seed: int) -> List[tuple]:
 
 
 def evaluate(args) -> Dict:
-    from daclip import DACLIPModel, DACLIPPipeline
+    from daclip import DACLIPPipeline, load_daclip, load_pipeline
     from daclip.data import degrade
+    from daclip.pipelines.daclip.loading import identify
 
-    if (Path(args.model) / "config.json").is_file():  # a DACLIPModel folder: detection only
+    source = identify(args.model)
+    if source.component == "daclip":  # a DACLIPModel folder or a train_daclip.py checkpoint: detection only
         pipe, args.restore_crops = None, 0
-        daclip = DACLIPModel.from_pretrained(args.model).eval()
+        daclip = load_daclip(args.model).eval()
     else:
-        pipe = DACLIPPipeline.from_pretrained(args.model)
+        pipe = load_pipeline(args.model)
         pipe.set_progress_bar_config(disable=True)
         daclip = pipe.daclip
     low_precision = {}

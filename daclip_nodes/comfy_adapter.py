@@ -13,6 +13,8 @@ from typing import List, Optional
 
 import torch
 
+from ..pipelines.daclip.loading import CHECKPOINT_PATTERN, COMPONENT_FOLDERS, COMPONENT_MARKER, PIPELINE_MARKER
+
 # ComfyUI has imported its `folder_paths` and `comfy` modules before it imports custom nodes. Only then are
 # they used: importing them ourselves elsewhere (say, tests run from inside a ComfyUI checkout) would run
 # ComfyUI's device setup, which reads ComfyUI's command line.
@@ -28,8 +30,6 @@ IN_COMFYUI = _folder_paths is not None
 MODEL_FOLDER = "daclip"
 # Model files; a diffusers folder is recognised by its marker file next to its weights (see model_entries).
 MODEL_EXTENSIONS = {".pt", ".pth", ".safetensors"}
-PIPELINE_MARKER = "model_index.json"
-COMPONENT_MARKER = "config.json"
 
 _fallback_folders: List[str] = []
 
@@ -95,6 +95,15 @@ def _diffusers_folder_of(filename: str) -> Optional[str]:
     """
     parts = filename.replace("\\", "/").split("/")[:-1]
     file_directory = os.path.dirname(_full_path_or_raise(filename))
+    directory = file_directory
+    # A training run's `checkpoint-N/` (its model in `unet/` or `daclip/`, beside EMA and optimizer state) is
+    # one entry, which both loaders take (see pipelines/daclip/loading.py), even inside a saved pipeline.
+    for depth in range(len(parts), 0, -1):
+        if CHECKPOINT_PATTERN.fullmatch(parts[depth - 1]) and any(
+            os.path.isfile(os.path.join(directory, name, COMPONENT_MARKER)) for name in COMPONENT_FOLDERS
+        ):
+            return "/".join(parts[:depth])
+        directory = os.path.dirname(directory)
     directory = file_directory
     for depth in range(len(parts), 0, -1):
         if os.path.isfile(os.path.join(directory, PIPELINE_MARKER)):

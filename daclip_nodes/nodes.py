@@ -11,15 +11,14 @@ Types passed between the nodes:
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from ..pipelines.daclip.color_fix import COLOR_FIX_METHODS
+from ..pipelines.daclip.loading import load_daclip, load_unet
 from ..pipelines.daclip.modeling_daclip import DACLIPModel
 from ..pipelines.daclip.pipeline_daclip import SAMPLERS, DACLIPPipeline, check_components_match, scheduler_for_sampler
 from ..pipelines.daclip.unet_daclip import DACLIPUNet2DModel
@@ -148,22 +147,6 @@ def _dtype(choice: str) -> torch.dtype:
     return DTYPES[choice]
 
 
-def _read_json(path: str) -> Dict[str, Any]:
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
-
-
-def _component_class(folder: str) -> Optional[str]:
-    try:
-        return _read_json(os.path.join(folder, comfy_adapter.COMPONENT_MARKER)).get("_class_name")
-    except (OSError, ValueError):
-        return None
-
-
-def _is_pipeline_folder(path: str) -> bool:
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, comfy_adapter.PIPELINE_MARKER))
-
-
 def _pipeline(daclip=None, unet=None, scheduler=None) -> DACLIPPipeline:
     """A pipeline around the parts a node has, to call the pipeline's own functions."""
     pipe = DACLIPPipeline(daclip=daclip, unet=unet, scheduler=scheduler)
@@ -171,61 +154,34 @@ def _pipeline(daclip=None, unet=None, scheduler=None) -> DACLIPPipeline:
     return pipe
 
 
-def load_daclip_model(path: str, name: str) -> DACLIPModel:
-    """A DA-CLIP from an authors' `.pt`, a diffusers pipeline folder, or a saved `DACLIPModel` folder.
+# How to act on a model of the other kind, in ComfyUI's words (see CheckpointError.found).
+_NODE_HINTS = {
+    "daclip": "In ComfyUI, load it with 'Load DA-CLIP Model' instead.",
+    "unet": "In ComfyUI, load it with 'Load DA-CLIP Restoration Model' instead.",
+}
 
-    A DA-CLIP whose architecture the tensor shapes cannot reveal (e.g. a small custom one) needs its open_clip
-    config: a JSON of the same stem next to the file (`my_daclip.json` beside `my_daclip.pt`).
-    """
-    if os.path.isdir(path):
-        if _is_pipeline_folder(path):
-            return DACLIPModel.from_pretrained(path, subfolder="daclip")
-        class_name = _component_class(path)
-        if class_name != DACLIPModel.__name__:
-            raise CheckpointError(
-                f"'{name}' is a saved {class_name or 'unknown model'}, not a DA-CLIP model"
-                + (": load it with 'Load DA-CLIP Restoration Model'." if class_name == DACLIPUNet2DModel.__name__ else ".")
-            )
-        return DACLIPModel.from_pretrained(path)
-    config_path = os.path.splitext(path)[0] + ".json"
-    config = config_path if os.path.isfile(config_path) else None
+
+def load_daclip_model(path: str, name: str) -> DACLIPModel:
+    """A DA-CLIP from any source `daclip.load_daclip` takes (an authors' `.pt` with its same-name JSON config,
+    a safetensors file, a DACLIPModel or pipeline folder, a training checkpoint), named `name` in errors."""
     try:
-        return DACLIPModel.from_original_checkpoint(path, config=config)
+        return load_daclip(path)
     except CheckpointError as error:
-        hint = ""
-        if "restoration UNet" in str(error):
-            hint = " In ComfyUI, load this file with 'Load DA-CLIP Restoration Model' instead."
-        raise CheckpointError(f"'{name}' cannot be loaded as a DA-CLIP model: {error}{hint}") from None
+        raise error.with_hint(_NODE_HINTS.get(error.found), f"'{name}' cannot be loaded as a DA-CLIP model: ") from None
 
 
 def load_restoration_model(path: str, name: str) -> Tuple[DACLIPUNet2DModel, Dict[str, Any]]:
-    """A restoration UNet and its scheduler settings, from an authors' `.pth`, a pipeline folder or a UNet folder.
+    """A restoration UNet and its scheduler settings, from any source `daclip.load_unet` takes.
 
     The authors' files carry no sampler settings; both universal-ir and wild-ir were tested with the same
     ones (posterior sampling, T = 100, cosine schedule, max_sigma 50, eps 0.005: their test.yml), which are
-    the scheduler's defaults. A saved pipeline folder brings its own scheduler config.
+    the scheduler's defaults. A saved pipeline folder or a training checkpoint brings its own scheduler config.
     """
-    if os.path.isdir(path):
-        if _is_pipeline_folder(path):
-            unet = DACLIPUNet2DModel.from_pretrained(path, subfolder="unet")
-            scheduler_config = dict(IRSDEPosteriorScheduler.load_config(path, subfolder="scheduler"))
-            return unet, scheduler_config
-        class_name = _component_class(path)
-        if class_name != DACLIPUNet2DModel.__name__:
-            raise CheckpointError(
-                f"'{name}' is a saved {class_name or 'unknown model'}, not a restoration UNet"
-                + (": load it with 'Load DA-CLIP Model'." if class_name == DACLIPModel.__name__ else ".")
-            )
-        unet = DACLIPUNet2DModel.from_pretrained(path)
-    else:
-        try:
-            unet = DACLIPUNet2DModel.from_original_checkpoint(path)
-        except CheckpointError as error:
-            hint = ""
-            if "DA-CLIP checkpoint" in str(error):
-                hint = " In ComfyUI, load this file with 'Load DA-CLIP Model' instead."
-            raise CheckpointError(f"'{name}' cannot be loaded as a restoration model: {error}{hint}") from None
-    return unet, dict(IRSDEPosteriorScheduler().config)
+    try:
+        unet, scheduler_config = load_unet(path)
+    except CheckpointError as error:
+        raise error.with_hint(_NODE_HINTS.get(error.found), f"'{name}' cannot be loaded as a restoration model: ") from None
+    return unet, scheduler_config if scheduler_config is not None else dict(IRSDEPosteriorScheduler().config)
 
 
 # -----------------------------------------------------------------------------------------------------------

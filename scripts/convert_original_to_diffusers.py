@@ -6,20 +6,22 @@
     # one model: a model folder (DACLIPModel.from_pretrained / DACLIPUNet2DModel.from_pretrained)
     python scripts/convert_original_to_diffusers.py --unet wild-ir.pth --output_dir wild-ir-unet
 
-The source files are read with `torch.load(weights_only=True)` only; nothing in them is executed.
+The source files are read with `torch.load(weights_only=True)` only; nothing in them is executed. A DA-CLIP
+whose architecture is not a released one needs its open_clip config (--daclip_config, or a JSON of the same
+name beside the file). The same function does `daclip convert`.
 """
 import argparse
 import sys
-from pathlib import Path
 
-from daclip import CheckpointError, DACLIPModel, DACLIPPipeline, DACLIPUNet2DModel
+from daclip import CheckpointError
+from daclip.pipelines.daclip.convert_original import convert_to_diffusers
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--daclip", help="the authors' DA-CLIP file (*.pt)")
     parser.add_argument("--unet", help="the authors' restoration UNet file (*.pth)")
-    parser.add_argument("--daclip_config", help="open_clip config JSON, only for DA-CLIPs whose shapes don't tell")
+    parser.add_argument("--daclip_config", help="open_clip config JSON, only for DA-CLIPs whose shapes don't tell (default: the same-name JSON beside the file)")
     parser.add_argument("--output_dir", required=True)
     args = parser.parse_args(argv)
     if not (args.daclip or args.unet):
@@ -29,22 +31,15 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    output_dir = Path(args.output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        print(f"error: {output_dir} exists and is not empty", file=sys.stderr)
-        return 2
     try:
-        if args.daclip and args.unet:
-            model = DACLIPPipeline.from_original_checkpoints(args.daclip, args.unet, daclip_config=args.daclip_config)
-        elif args.daclip:
-            model = DACLIPModel.from_original_checkpoint(args.daclip, config=args.daclip_config)
-        else:
-            model = DACLIPUNet2DModel.from_original_checkpoint(args.unet)
+        convert_to_diffusers(args.output_dir, args.daclip, args.unet, daclip_config=args.daclip_config)
+    except FileExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    model.save_pretrained(output_dir)
-    print(f"wrote {output_dir}")
+    print(f"wrote {args.output_dir}")
     return 0
 
 

@@ -33,7 +33,16 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
 import training_utils as tu
-from daclip import DEGRADATIONS, DACLIPModel, DACLIPPipeline, DACLIPUNet2DModel, IRSDEPosteriorScheduler, IRSDEScheduler
+from daclip import (
+    DEGRADATIONS,
+    DACLIPModel,
+    DACLIPPipeline,
+    DACLIPUNet2DModel,
+    IRSDEPosteriorScheduler,
+    IRSDEScheduler,
+    load_pipeline,
+    load_unet,
+)
 from daclip.data import PairedDegradationDataset, SYNTHESISABLE, SyntheticDegradationDataset
 from daclip.pipelines.daclip.pipeline_daclip import check_components_match
 
@@ -51,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument(
         "--pretrained_model",
         default=None,
-        help="a DACLIPPipeline folder or Hub id: its UNet is fine-tuned, its DA-CLIP, SDE settings and training "
-        "recipe are used",
+        help="a DACLIPPipeline folder, Hub id or train_unet.py checkpoint-N folder: its UNet is fine-tuned, its "
+        "DA-CLIP, SDE settings and training recipe are used",
     )
     models.add_argument(
         "--unet_config",
@@ -63,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         "first_cross_attention_level (3), in_channels / out_channels (3)",
     )
     models.add_argument(
-        "--unet_checkpoint", default=None, help="the authors' UNet file (*.pth) or a DACLIPUNet2DModel folder to fine-tune"
+        "--unet_checkpoint",
+        default=None,
+        help="the UNet to fine-tune: the authors' file (*.pth), a safetensors file, a DACLIPUNet2DModel or pipeline "
+        "folder, or a run's checkpoint-N folder",
     )
     tu.add_daclip_arguments(parser, " (with --unet_config / --unet_checkpoint)")
 
@@ -149,7 +161,7 @@ def load_models(args) -> Tuple[DACLIPModel, DACLIPUNet2DModel, Dict]:
     user left out (`--objective`, `--use_ema`, `--ema_decay`); options given with other values than the recipe's,
     IR-SDE settings included, are warned about loudly."""
     if args.pretrained_model:
-        pipe = DACLIPPipeline.from_pretrained(args.pretrained_model)
+        pipe = load_pipeline(args.pretrained_model)
         daclip, unet = pipe.daclip, pipe.unet
         sde_config = {key: pipe.scheduler.config[key] for key in SDE_SETTINGS}
         source, recipe = args.pretrained_model, tu.load_recipe(args.pretrained_model, "train_unet.py")
@@ -158,10 +170,8 @@ def load_models(args) -> Tuple[DACLIPModel, DACLIPUNet2DModel, Dict]:
         source, recipe = args.unet_checkpoint, tu.load_recipe(args.unet_checkpoint, "train_unet.py")
         if args.unet_config:
             unet = unet_from_config_file(args.unet_config)
-        elif Path(args.unet_checkpoint).is_dir():
-            unet = DACLIPUNet2DModel.from_pretrained(args.unet_checkpoint)
         else:
-            unet = DACLIPUNet2DModel.from_original_checkpoint(args.unet_checkpoint)
+            unet = load_unet(args.unet_checkpoint)[0]
         default = IRSDEPosteriorScheduler().config
         sde_config = {key: recipe.get("irsde", {}).get(key, default[key]) for key in SDE_SETTINGS}
     tu.reuse_recipe(args, recipe, source, {"objective": "matching", "use_ema": False, "ema_decay": 0.9999}, logger)
@@ -240,7 +250,7 @@ def check_labels(daclip: DACLIPModel, labels: List[str], source: str) -> None:
 def reload_daclip(args) -> DACLIPModel:
     """The DA-CLIP in float32, from its source, for the saved pipeline (the one in memory may be cast to fp16)."""
     if args.pretrained_model:
-        return DACLIPPipeline.from_pretrained(args.pretrained_model).daclip
+        return load_pipeline(args.pretrained_model).daclip
     return tu.load_daclip(args.daclip_model, args.daclip_config)
 
 
@@ -402,7 +412,9 @@ def main(argv=None) -> None:
 
         ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=DACLIPUNet2DModel, model_config=unet.config)
 
-    tu.register_checkpoint_hooks(accelerator, DACLIPUNet2DModel, UNET_FOLDER, ema=ema_unet)
+    tu.register_checkpoint_hooks(
+        accelerator, DACLIPUNet2DModel, UNET_FOLDER, ema=ema_unet, scheduler=IRSDEPosteriorScheduler(**sde_config)
+    )
     optimizer = tu.make_optimizer(args, unet, unet.parameters(), accelerator)
 
     # Data.

@@ -31,6 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from daclip import DACLIPModel
+from daclip import load_daclip as load_daclip_at
+from daclip.utils import load_torch_checkpoint
 from daclip.utils.image_metrics import psnr, quantize_8bit, ssim  # noqa: F401  (the scripts use tu.psnr, ...)
 
 logger = logging.getLogger(__name__)
@@ -219,7 +221,8 @@ def add_daclip_arguments(parser: argparse.ArgumentParser, help_suffix: str = "")
     group.add_argument(
         "--daclip_model",
         default=None,
-        help="a DACLIPModel folder (save_pretrained) or the authors' DA-CLIP file (*.pt)" + help_suffix,
+        help="the authors' DA-CLIP file (*.pt, with its same-name JSON config if any), a safetensors file, a DACLIPModel "
+        "or pipeline folder, or a run's checkpoint-N folder" + help_suffix,
     )
     group.add_argument(
         "--daclip_config", default=None, help="open_clip config JSON, for *.pt files whose tensor shapes do not tell"
@@ -439,15 +442,9 @@ def reuse_recipe(args: argparse.Namespace, recipe: Dict[str, Any], source: str, 
 # Models
 # ---------------------------------------------------------------------------------------------------
 def load_daclip(path: Union[str, os.PathLike], config: Optional[str] = None) -> DACLIPModel:
-    """A DACLIPModel folder (or a pipeline folder's `daclip/`) or the authors' DA-CLIP file (*.pt), in float32."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / "config.json").is_file():
-            return DACLIPModel.from_pretrained(path)
-        if (path / "daclip" / "config.json").is_file():
-            return DACLIPModel.from_pretrained(path, subfolder="daclip")
-        raise ValueError(f"{path} is neither a DACLIPModel folder nor a pipeline folder with daclip/")
-    return DACLIPModel.from_original_checkpoint(path, config=config)
+    """The DA-CLIP at `path`, in float32: any source `daclip.load_daclip` takes (the authors' file with its
+    same-name JSON config, a safetensors file, a DACLIPModel or pipeline folder, a run's checkpoint folder)."""
+    return load_daclip_at(path, config=config)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -870,7 +867,7 @@ def resume(accelerator, args: argparse.Namespace, updates_per_epoch: int, genera
     if generator is not None:
         state_file = _generator_file(path, accelerator)
         if state_file.is_file():
-            generator.set_state(torch.load(state_file, map_location="cpu", weights_only=True))
+            generator.set_state(load_torch_checkpoint(state_file))
         else:
             logger.warning(f"{state_file} is missing: this process draws fresh training noise")
     first_epoch = global_step // updates_per_epoch
@@ -899,17 +896,20 @@ def load_ema_state(ema, folder: Union[str, os.PathLike], device) -> None:
     path = Path(folder) / EMA_STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: was the checkpoint saved without --use_ema?")
-    ema.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    ema.load_state_dict(load_torch_checkpoint(path))
     ema.to(device)
 
 
-def register_checkpoint_hooks(accelerator, model_class, subfolder: str, ema=None) -> None:
+def register_checkpoint_hooks(accelerator, model_class, subfolder: str, ema=None, scheduler=None) -> None:
     """Make `save_state` / `load_state` write the trained model as a `save_pretrained` folder `subfolder/` inside
-    the checkpoint (loadable on its own with `model_class.from_pretrained(checkpoint, subfolder=...)`), and the
-    EMA state; accelerate's own `model.safetensors` is then skipped."""
+    the checkpoint (loadable on its own with `model_class.from_pretrained(checkpoint, subfolder=...)`), the
+    EMA state, and the `scheduler` the model goes with (`scheduler/`, so that `daclip.load_unet` samples a
+    checkpoint with the run's IR-SDE settings); accelerate's own `model.safetensors` is then skipped."""
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
+            if scheduler is not None:
+                scheduler.save_pretrained(os.path.join(output_dir, "scheduler"))
             for model in models:
                 accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, subfolder))
             if ema is not None:

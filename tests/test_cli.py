@@ -144,3 +144,85 @@ def test_conversion_script_writes_loadable_folders(tmp_path, weights_dir, parity
     assert script["main"]([*daclip_args, "--output_dir", str(tmp_path / "daclip")]) == 0
     assert DACLIPModel.from_pretrained(tmp_path / "daclip").config.embed_dim == 32
     assert script["main"](["--daclip", str(weights_dir / "wild-ir_tiny.pth"), "--output_dir", str(tmp_path / "bad")]) == 3
+
+
+# ---------------------------------------------------------------------------------------------------
+# Wrong things given as a model: said what they are, exit 3, nothing sent anywhere (issue 17 kind C)
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def no_hub(monkeypatch):
+    """Any Hub download or connection attempt fails the test."""
+    import socket
+
+    from daclip.pipelines.daclip import hub
+
+    def refuse(*args, **kwargs):
+        pytest.fail("a request was made")
+
+    monkeypatch.setattr(hub, "snapshot_download", refuse)
+    monkeypatch.setattr(hub, "hf_hub_download", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_a_file_or_a_typo_as_model_is_said_and_stays_local(photos, tmp_path, weights_dir, capsys, monkeypatch, no_hub):
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "o")
+    assert main(["restore", str(photos), "-o", out, "--model", str(weights_dir / "universal-ir_tiny.pth")]) == 3
+    err = capsys.readouterr().err
+    assert "is a file" in err and "Pass the authors' files with --daclip/--unet" in err and "Traceback" not in err
+    for typo in ("./daclip-uri", "daclip-uri"):
+        assert main(["restore", str(photos), "-o", out, "--model", typo]) == 3
+        err = capsys.readouterr().err
+        assert f"{typo}: no such folder" in err and "Hub" in err and "Traceback" not in err
+    assert main(["detect", str(photos), "--model", "./daclip-uri"]) == 3
+    assert "no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_convert_refuses_to_guess_an_unreleased_architecture(tmp_path, weights_dir, parity_dir, photos, capsys):
+    # The tiny DA-CLIP has 2 heads of 32; without its config the shapes would suggest 1 head of 64.
+    alone = tmp_path / "models"
+    alone.mkdir()
+    for name in ("daclip_tiny.pt", "universal-ir_tiny.pth"):
+        shutil.copy(weights_dir / name, alone / name)
+    args = ["--daclip", str(alone / "daclip_tiny.pt"), "--unet", str(alone / "universal-ir_tiny.pth")]
+    assert main(["convert", *args, "-o", str(tmp_path / "guessed")]) == 3
+    err = capsys.readouterr().err
+    assert "not a released DA-CLIP" in err and "--daclip-config" in err
+    assert not (tmp_path / "guessed").exists()
+    # The same-name JSON beside the file is the config, in `convert`, `detect` and `restore` alike.
+    shutil.copy(parity_dir / "daclip_tiny.json", alone / "daclip_tiny.json")
+    assert main(["convert", *args, "-o", str(tmp_path / "converted")]) == 0
+    config = json.loads((tmp_path / "converted" / "daclip" / "config.json").read_text())
+    assert config["vision_cfg"]["head_width"] == 32 and config["text_cfg"]["heads"] == 2
+    capsys.readouterr()
+    assert main(["detect", str(photos), "--json", "--daclip", str(alone / "daclip_tiny.pt")]) == 0
+    beside = json.loads(capsys.readouterr().out)
+    explicit = ["--daclip", str(weights_dir / "daclip_tiny.pt"), "--daclip-config", str(parity_dir / "daclip_tiny.json")]
+    assert main(["detect", str(photos), "--json", *explicit]) == 0
+    assert json.loads(capsys.readouterr().out) == beside
+    assert main(["restore", str(photos / "first.png"), "-o", str(tmp_path / "r"), "--steps", "1", *args]) == 0
+
+
+def test_model_folders_go_with_daclip_and_unet(photos, tmp_path, model_args, capsys):
+    folder = tmp_path / "converted"
+    assert main(["convert", *model_args, "-o", str(folder)]) == 0
+    # a pipeline folder or the component folders in --daclip/--unet: the same pixels as the authors' files
+    assert main(["restore", str(photos / "first.png"), "-o", str(tmp_path / "a"), "--steps", "2", *model_args]) == 0
+    for name, parts in {"b": (folder, folder), "c": (folder / "daclip", folder / "unet")}.items():
+        args = ["--daclip", str(parts[0]), "--unet", str(parts[1])]
+        assert main(["restore", str(photos / "first.png"), "-o", str(tmp_path / name), "--steps", "2", *args]) == 0
+        np.testing.assert_array_equal(
+            np.asarray(PIL.Image.open(tmp_path / "a" / "first.png")), np.asarray(PIL.Image.open(tmp_path / name / "first.png"))
+        )
+    # a DA-CLIP folder detects as --model or --daclip; as a restore --model it is half a pipeline
+    assert main(["detect", str(photos), "--model", str(folder / "daclip")]) == 0
+    assert main(["detect", str(photos), "--daclip", str(folder)]) == 0
+    capsys.readouterr()
+    assert main(["restore", str(photos), "-o", str(tmp_path / "d"), "--model", str(folder / "daclip")]) == 3
+    assert "pass it with --daclip" in capsys.readouterr().err
+    # the other component in the other option: named, with this command line's advice
+    bad = ["--daclip", str(folder / "unet"), "--unet", str(folder / "unet")]
+    assert main(["restore", str(photos), "-o", str(tmp_path / "e"), *bad]) == 3
+    assert "It is a restoration UNet: pass it with --unet" in capsys.readouterr().err

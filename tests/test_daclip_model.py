@@ -1,5 +1,6 @@
 """DACLIPModel against the authors' outputs (`shared/parity/reference_tiny.npz`) and their file formats."""
 import json
+import shutil
 
 import numpy as np
 import PIL.Image
@@ -285,14 +286,23 @@ def test_conversion_drops_verified_duplicate_tower_and_keeps_both_logit_scales(o
         assert torch.equal(model.state_dict()[key], value), key
 
 
-def test_architecture_is_inferred_from_shapes(original_state_dict, tiny_config):
+def test_unreleased_shapes_are_refused_not_guessed(original_state_dict, tiny_config, weights_dir, tmp_path):
+    # The tiny DA-CLIP has 2 heads of 32; shapes alone would suggest 1 head of 64, which loads without error
+    # and computes other embeddings. Without its config it is refused, naming what to give.
     converted = convert_original.convert_daclip_state_dict(original_state_dict)
-    inferred = convert_original.infer_daclip_config(converted)
-    config = json.loads(tiny_config.read_text())
-    # Head counts are the only thing shapes cannot tell: inference assumes the released 64-wide heads.
-    assert inferred["embed_dim"] == config["embed_dim"]
-    assert inferred["vision_cfg"] == {**config["vision_cfg"], "head_width": 64}
-    assert inferred["text_cfg"] == {**config["text_cfg"], "heads": 1}
+    with pytest.raises(CheckpointError, match=r"not a released DA-CLIP \(ViT-B-32, ViT-L-14\).*same name beside the file"):
+        convert_original.infer_daclip_config(converted)
+    alone = tmp_path / "daclip_tiny.pt"
+    shutil.copy(weights_dir / "daclip_tiny.pt", alone)
+    with pytest.raises(CheckpointError, match="not a released DA-CLIP"):
+        DACLIPModel.from_original_checkpoint(alone)
+    # the same-name JSON beside the file is the config (README's rule), in every front door
+    shutil.copy(tiny_config, tmp_path / "daclip_tiny.json")
+    model = DACLIPModel.from_original_checkpoint(alone)
+    assert model.config.vision_cfg["head_width"] == 32 and model.config.text_cfg["heads"] == 2
+    (tmp_path / "daclip_tiny.json").write_text('{"embed_dim": 32, "vision_cfg": {}, "text_cfg": {}, "bogus": 1}')
+    with pytest.raises(CheckpointError, match=r"daclip_tiny\.json: .*bogus"):
+        DACLIPModel.from_original_checkpoint(alone)
 
 
 @pytest.mark.parametrize(

@@ -568,3 +568,33 @@ def test_api_workflow_runs_on_the_tiny_models(name):
     else:
         (shown,) = recorded["PreviewAny"]
         assert shown["source"].splitlines()[0].endswith("%)")
+
+
+def test_training_outputs_and_their_checkpoints_are_entries_both_loaders_take(tmp_path, tiny_pipe):
+    """What train_unet.py / train_daclip.py write (scripts/training_utils.py): the final model, and
+    `checkpoint-N/` with the model in `unet/` or `daclip/`, the scheduler, EMA and generator states beside it."""
+    root = tmp_path / "daclip"
+    unet_run, daclip_run = root / "unet-run", root / "daclip-run"
+    tiny_pipe.save_pretrained(unet_run)
+    trained_unet = DACLIPUNet2DModel.from_config(tiny_pipe.unet.config)  # other weights than the final pipeline's
+    trained_unet.save_pretrained(unet_run / "checkpoint-2" / "unet")
+    tiny_pipe.scheduler.from_config(tiny_pipe.scheduler.config, max_sigma=30).save_pretrained(unet_run / "checkpoint-2" / "scheduler")
+    tiny_pipe.daclip.save_pretrained(daclip_run)
+    tiny_pipe.daclip.save_pretrained(daclip_run / "checkpoint-2" / "daclip")
+    for checkpoint in (unet_run / "checkpoint-2", daclip_run / "checkpoint-2"):
+        torch.save({"shadow_params": []}, checkpoint / "ema_state.pt")
+        torch.save(torch.Generator().get_state(), checkpoint / "training_generator_0.pt")
+    comfy_adapter.set_model_folders([str(root)])
+    assert comfy_adapter.model_entries() == ["daclip-run/", "daclip-run/checkpoint-2/", "unet-run/", "unet-run/checkpoint-2/"]
+
+    (restoration,) = nodes.DACLIPRestorationModelLoader().load("unet-run/checkpoint-2/", "cpu", "fp32")
+    assert restoration.scheduler_config["max_sigma"] == 30  # the checkpoint's own sampler settings
+    trained = trained_unet.state_dict()
+    assert all(torch.equal(value, trained[key]) for key, value in restoration.unet.state_dict().items())
+    for entry in ("daclip-run/", "daclip-run/checkpoint-2/", "unet-run/"):
+        (handle,) = nodes.DACLIPLoader().load(entry, "cpu", "fp32")
+        assert handle.model.config.embed_dim == 32
+    with pytest.raises(CheckpointError, match="'unet-run/checkpoint-2/'.*Load DA-CLIP Restoration Model"):
+        nodes.DACLIPLoader().load("unet-run/checkpoint-2/", "cpu", "fp32")
+    with pytest.raises(CheckpointError, match="'daclip-run/'.*Load DA-CLIP Model"):
+        nodes.DACLIPRestorationModelLoader().load("daclip-run/", "cpu", "fp32")

@@ -276,8 +276,8 @@ DAMAGES = {
     # what is done to the first UNet weight (or the file) → what the error must say
     "wrong shape": (lambda weights, key: weights.__setitem__(key, torch.zeros(1, *weights[key].shape)), "wrong shape"),
     "integer dtype": (lambda weights, key: weights.__setitem__(key, weights[key].to(torch.int32)), "floating point"),
-    "missing weight": (lambda weights, key: weights.pop(key), "missing weights"),
-    "unexpected weight": (lambda weights, key: weights.__setitem__("bogus.weight", torch.zeros(2)), "unexpected weights"),
+    "missing weight": (lambda weights, key: weights.pop(key), "missing keys"),
+    "unexpected weight": (lambda weights, key: weights.__setitem__("bogus.weight", torch.zeros(2)), "unexpected keys"),
 }
 
 
@@ -304,6 +304,52 @@ def test_a_damaged_safetensors_folder_is_refused_whole(tiny_pipe, tmp_path, dama
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_variants_save_and_load_and_a_missing_one_is_named(tiny_pipe, tmp_path):
+    from daclip import CheckpointError
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe", variant="fp16")
+    assert (tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    loaded = DACLIPPipeline.from_pretrained(tmp_path / "pipe", variant="fp16")
+    for name in ("daclip", "unet"):
+        original, reloaded = getattr(tiny_pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert all(torch.equal(original[key], reloaded[key]) for key in original)
+    with pytest.raises(CheckpointError, match="has no weights without a variant; it holds variant='fp16'"):
+        DACLIPPipeline.from_pretrained(tmp_path / "pipe")
+    with pytest.raises(CheckpointError, match="has no variant 'bf16'; it holds variant='fp16'"):
+        DACLIPPipeline.from_pretrained(tmp_path / "pipe", variant="bf16")
+    from daclip import load_unet
+
+    assert load_unet(tmp_path / "pipe", variant="fp16")[0].config.context_dim == 32
+
+
+def test_from_pretrained_options_are_honoured_or_refused_by_name(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    pipe = DACLIPPipeline.from_pretrained(tmp_path / "pipe", use_safetensors=True, low_cpu_mem_usage=False, torch_dtype=torch.bfloat16)
+    assert pipe.unet.dtype == torch.bfloat16 and pipe.daclip.dtype == torch.bfloat16
+    with pytest.raises(TypeError, match=r"does not support device_map \(load, then move with \.to\(device\)"):
+        DACLIPPipeline.from_pretrained(tmp_path / "pipe", device_map="auto")
+    with pytest.raises(TypeError, match=r"does not support colour \(unknown argument\)"):
+        DACLIPPipeline.from_pretrained(tmp_path / "pipe", colour="red")
+
+
+def test_an_incompatible_scheduler_is_refused_at_assignment(tiny_pipe):
+    from diffusers import DDIMScheduler
+
+    from daclip.pipelines.daclip.pipeline_daclip import compatible_schedulers
+
+    pipe = DACLIPPipeline(daclip=tiny_pipe.daclip, unet=tiny_pipe.unet, scheduler=tiny_pipe.scheduler)
+    names = ", ".join(cls.__name__ for cls in compatible_schedulers())
+    assert {"IRSDEScheduler", "IRSDEPosteriorScheduler"} <= set(names.split(", "))
+    with pytest.raises(TypeError, match=f"DDIMScheduler cannot sample DACLIPPipeline.*Compatible: {names}"):
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    assert pipe.scheduler is tiny_pipe.scheduler  # unchanged
+    with pytest.raises(TypeError, match="DDIMScheduler cannot sample"):
+        DACLIPPipeline(daclip=tiny_pipe.daclip, unet=tiny_pipe.unet, scheduler=DDIMScheduler())
+    for compatible in compatible_schedulers():
+        pipe.scheduler = compatible.from_config(tiny_pipe.scheduler.config)
+        assert pipe.config.scheduler[1] == compatible.__name__
 
 
 def test_scheduler_swap_keeps_the_config(tiny_pipe):

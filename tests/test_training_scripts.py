@@ -11,11 +11,13 @@ import types
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT
+from daclip import CheckpointError
 
 SCRIPTS = REPO_ROOT / "scripts"
 TINY_UNET_CONFIG = {"base_channels": 32, "channel_mult": [1, 1, 1, 2], "context_dim": 32}
@@ -142,6 +144,58 @@ def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args):
     assert out.images.shape == (1, 3, 32, 32) and torch.isfinite(out.images).all()
     assert out.degradations[0] in pipe.daclip.config.degradations
 
+    # Every output of the run is a model the CLI, the library and the training scripts take (issue 20 item 7).
+    checkpoint = output_dir / "checkpoint-6"
+    assert (checkpoint / "scheduler" / "scheduler_config.json").is_file()  # the sampler settings travel with it
+    check_checkpoint_is_usable(checkpoint, tmp_path, tiny_daclip_args)
+
+
+def check_checkpoint_is_usable(checkpoint, tmp_path, tiny_daclip_args):
+    from daclip import DACLIPPipeline, load_pipeline, load_unet
+    from daclip.cli import main
+
+    photo = tmp_path / "photo.png"
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(photo)
+    raw = load_file(checkpoint / "unet" / "diffusion_pytorch_model.safetensors")
+    # --model checkpoint-N: its UNet, with the DA-CLIP and scheduler of the run's pipeline
+    pipe = load_pipeline(checkpoint)
+    assert all(torch.equal(value, raw[key]) for key, value in pipe.unet.state_dict().items())
+    assert main(["restore", str(photo), "-o", str(tmp_path / "from-checkpoint"), "--steps", "1", "--model", str(checkpoint)]) == 0
+    # --unet checkpoint-N with a DA-CLIP: the same pixels
+    parts = ["--unet", str(checkpoint), "--daclip", tiny_daclip_args[1], "--daclip-config", tiny_daclip_args[3]]
+    assert main(["restore", str(photo), "-o", str(tmp_path / "from-parts"), "--steps", "1", *parts]) == 0
+    np.testing.assert_array_equal(
+        np.asarray(PIL.Image.open(tmp_path / "from-checkpoint" / "photo.png")),
+        np.asarray(PIL.Image.open(tmp_path / "from-parts" / "photo.png")),
+    )
+    # a run stopped before its final pipeline: the DA-CLIP its recorded arguments name
+    stopped = tmp_path / "stopped-run"
+    shutil.copytree(checkpoint, stopped / checkpoint.name)
+    shutil.copytree(checkpoint.parent / "logs", stopped / "logs")
+    assert main(["restore", str(photo), "-o", str(tmp_path / "from-stopped"), "--steps", "1", "--model", str(stopped / checkpoint.name)]) == 0
+    np.testing.assert_array_equal(
+        np.asarray(PIL.Image.open(tmp_path / "from-checkpoint" / "photo.png")),
+        np.asarray(PIL.Image.open(tmp_path / "from-stopped" / "photo.png")),
+    )
+    with pytest.raises(CheckpointError, match="no final model yet.*checkpoint-6"):
+        DACLIPPipeline.from_pretrained(stopped)
+    (stopped / "logs" / "config.json").unlink()
+    assert main(["restore", str(photo), "-o", str(tmp_path / "x"), "--model", str(stopped / checkpoint.name)]) == 3
+    assert load_unet(stopped / checkpoint.name)[1]["num_train_timesteps"] == 100
+    # the training scripts' model options take it too
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import train_unet
+
+        args = train_unet.parse_args(["--pretrained_model", str(checkpoint), "--clean_images", "skimage", "--output_dir", str(tmp_path / "next")])
+        _, unet, sde_config = train_unet.load_models(args)
+        assert all(torch.equal(value, raw[key]) for key, value in unet.state_dict().items())
+        assert sde_config["num_train_timesteps"] == 100
+        args = train_unet.parse_args([*tiny_daclip_args, "--unet_checkpoint", str(checkpoint), "--clean_images", "skimage"])
+        assert all(torch.equal(value, raw[key]) for key, value in train_unet.load_models(args)[1].state_dict().items())
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
 
 def test_train_unet_fine_tunes_a_pipeline_with_accumulation(tmp_path, weights_dir, parity_dir):
     """--pretrained_model (a folder converted from the authors' files), gradient accumulation and checkpointing,
@@ -209,6 +263,28 @@ def test_train_daclip_trains_the_controller_only(tmp_path, tiny_daclip_args, tin
     assert not any(".zero_modules." in key for key in changed)
     assert any(".resblocks." in key for key in changed)
     trained.detect_degradation(np.zeros((32, 32, 3), np.uint8))  # usable as a model
+
+    # The run's folder and its checkpoint are DA-CLIPs for the CLI and the training scripts (issue 20 item 7).
+    from daclip.cli import main
+
+    photo = tmp_path / "photo.png"
+    PIL.Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(photo)
+    for option in ("--daclip", "--model"):
+        for source in (output_dir, output_dir / "checkpoint-2"):
+            assert main(["detect", str(photo), option, str(source)]) == 0
+    assert main(["restore", str(photo), "-o", str(tmp_path / "o"), "--model", str(output_dir)]) == 3
+    from daclip import DACLIPUNet2DModel
+
+    unet_dir = tmp_path / "tiny-unet"
+    DACLIPUNet2DModel(**TINY_UNET_CONFIG).save_pretrained(unet_dir)
+    assert main(["restore", str(photo), "-o", str(tmp_path / "o"), "--steps", "1", "--daclip", str(output_dir), "--unet", str(unet_dir)]) == 0
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import training_utils
+
+        assert training_utils.load_daclip(output_dir / "checkpoint-2").config.embed_dim == 32
+    finally:
+        sys.path.remove(str(SCRIPTS))
 
 
 def test_train_daclip_new_model_on_captions(tmp_path, tiny_daclip, parity_dir, scripts_on_path):

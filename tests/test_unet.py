@@ -402,7 +402,7 @@ def test_unexpected_key_is_reported(tiny_state_dict, tmp_path):
 def test_shape_mismatch_is_reported(tiny_state_dict, tmp_path):
     tiny_state_dict["final_conv.bias"] = torch.zeros(4)
     torch.save(tiny_state_dict, tmp_path / "shape.pth")
-    with pytest.raises(CheckpointError, match=r"shape mismatches: final_conv\.bias"):
+    with pytest.raises(CheckpointError, match=r"shapes differ: final_conv\.bias"):
         DACLIPUNet2DModel.from_original_checkpoint(tmp_path / "shape.pth")
 
 

@@ -7,7 +7,7 @@ import os
 import torch
 from diffusers.utils import logging as diffusers_logging
 
-from .checkpoint_io import CheckpointError
+from .checkpoint_io import CheckpointError, mismatch_error
 
 # safetensors dtype names of floating-point weights; anything else in a float model is a damaged file.
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
@@ -39,22 +39,30 @@ class OwnedWeightsMixin:
             if "expected shape" not in str(error):
                 raise
             # diffusers' message, without its advice to load random weights instead
-            raise CheckpointError(f"{where}: weights of the wrong shape: {str(error).split(' If you want')[0]}") from None
-        problems = [
-            f"{what}: {', '.join(map(str, keys[:5]))}{' …' if len(keys) > 5 else ''}"
-            for what, keys in (
-                ("missing weights", info.get("missing_keys") or []),
-                ("unexpected weights", info.get("unexpected_keys") or []),
-                ("weights of the wrong shape", info.get("mismatched_keys") or []),
-            )
-            if keys
-        ]
-        if problems:
-            raise CheckpointError(f"{where}: not a complete {cls.__name__}: {'; '.join(problems)}")
+            raise CheckpointError(
+                f"{where}: does not match the {cls.__name__}: weights of the wrong shape: {str(error).split(' If you want')[0]}"
+            ) from None
+        error = mismatch_error(
+            where,
+            cls.__name__,
+            missing=info.get("missing_keys") or [],
+            unexpected=info.get("unexpected_keys") or [],
+            mismatched=[_mismatch_text(entry) for entry in info.get("mismatched_keys") or []],
+        )
+        if error is not None:
+            raise error
         with torch.no_grad():
             for tensor in itertools.chain(model.parameters(), model.buffers()):
                 tensor.data = tensor.data.clone()
         return (model, info) if wants_info else model
+
+
+def _mismatch_text(entry) -> str:
+    """diffusers lists a mis-shaped weight as `(key, file shape, model shape)`."""
+    if isinstance(entry, (tuple, list)) and len(entry) == 3:
+        key, file_shape, model_shape = entry
+        return f"{key} {tuple(file_shape)} (model {tuple(model_shape)})"
+    return str(entry)
 
 
 def _check_local_weight_dtypes(folder: str) -> None:

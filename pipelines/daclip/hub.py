@@ -4,8 +4,8 @@
 through "remote code": `model_index.json` names each class as `[module_stem, ClassName]` and the folder
 holds `<module_stem>.py` files that define (here: re-export) them. Our shims are one import line from the
 installed `daclip` package, so running them runs nothing but our own code. `DACLIPPipeline.from_pretrained`
-checks that every shim is exactly the line we write before letting diffusers import it, so our own
-class loads such folders without the flag and still refuses any other code.
+never imports them: it resolves each component's class by name among ours (refusing any other name), so
+it loads such folders without the flag and runs no code from the folder.
 """
 from __future__ import annotations
 
@@ -94,20 +94,3 @@ def write_remote_code_layout(folder: Union[str, os.PathLike], pipeline) -> None:
 def is_remote_code_layout(folder: Union[str, os.PathLike]) -> bool:
     index_path = Path(folder) / MODEL_INDEX
     return index_path.is_file() and isinstance(json.loads(index_path.read_text()).get("_class_name"), list)
-
-
-def check_shims_are_ours(folder: Union[str, os.PathLike]) -> None:
-    """Raise unless every `.py` file named by `model_index.json` is exactly a shim we write."""
-    folder = Path(folder)
-    index = json.loads((folder / MODEL_INDEX).read_text())
-    expected = {Path(f"{index['_class_name'][0]}.py"): index["_class_name"][1]}
-    for name, entry in index.items():
-        if isinstance(entry, list) and not name.startswith("_") and entry[0] is not None:
-            expected[Path(name) / f"{entry[0]}.py"] = entry[1]
-    for relative_path, class_name in expected.items():
-        path = folder / relative_path
-        if path.is_file() and path.read_text() != shim_source(class_name):
-            raise ValueError(
-                f"{path} is not the one-line re-export daclip writes; refusing to run code from it. "
-                "Load it with DiffusionPipeline.from_pretrained(..., trust_remote_code=True) only if you trust it."
-            )

@@ -32,7 +32,6 @@ from open_clip.tokenizer import tokenize as open_clip_tokenize
 from torch import nn
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
-from ...utils import CheckpointError, load_torch_checkpoint
 from ...utils.model_loading import OwnedWeightsMixin, QuietDtypeCastMixin
 from .image_processing import to_rgb_tensors
 
@@ -236,42 +235,31 @@ class DACLIPModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, ConfigMixi
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
     def from_original_checkpoint(
-        cls, path: Union[str, os.PathLike], config: Optional[Union[Dict[str, Any], str, os.PathLike]] = None
+        cls,
+        path: Union[str, os.PathLike],
+        config: Optional[Union[Dict[str, Any], str, os.PathLike]] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> "DACLIPModel":
         """Load the authors' DA-CLIP file (`daclip_ViT-B-32.pt`, `wild-daclip_ViT-L-14.pt`, ...) unchanged.
 
         The file may be a training checkpoint (`state_dict` beside `epoch`/`name`/`optimizer`/`scaler`, which
-        are ignored) or a bare state dict, with or without a DDP `module.` prefix. The architecture is read
-        from the tensor shapes (attention heads = width / 64, as in every released model); `config` (an
-        open_clip model config dict, or the path of its JSON) is needed only for other head widths. Every key
-        must match: a wrong, partial or unsafe file raises `CheckpointError`. Tensors are loaded as float32.
+        are ignored) or a bare state dict, with or without a DDP `module.` prefix, or a single safetensors file
+        with the same keys. The architecture of the released models is read from the tensor shapes; any other
+        needs its open_clip config: `config` (a dict, or the path of its JSON), by default the JSON of the same
+        name beside the file (`my_daclip.json` beside `my_daclip.pt`). Every key must match: a wrong, partial or
+        unsafe file raises `CheckpointError`. Weights load as float32, then `dtype` casts them
+        (`convert_original.load_original_checkpoint`, the same steps as the UNet's).
         """
-        from .convert_original import (
-            check_daclip_state_dict,
-            convert_daclip_state_dict,
-            infer_daclip_config,
-            load_open_clip_config,
-        )
+        from .convert_original import load_original_checkpoint
 
-        source = os.fspath(path)
-        state_dict = convert_daclip_state_dict(load_torch_checkpoint(path), source)
-        model_kwargs = load_open_clip_config(config) if config is not None else infer_daclip_config(state_dict, source)
-        model = cls._build_empty(**model_kwargs)
-        check_daclip_state_dict({key: value.shape for key, value in model.state_dict().items()}, state_dict, source)
-        # The authors load into a float32 model, which casts any other float dtype on copy.
-        state_dict = {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
-        model.load_state_dict(state_dict, strict=True, assign=True)
-        return model.eval()
+        return load_original_checkpoint(cls, path, config=config, dtype=dtype)
 
     @classmethod
     def _build_empty(cls, **kwargs) -> "DACLIPModel":
         """The model with parameters on the meta device (real buffers), to be filled by `load_state_dict(assign=True)`."""
-        try:
-            from accelerate import init_empty_weights
-        except ImportError:  # pragma: no cover - accelerate is a dependency; this only costs memory and time
-            return cls(**kwargs)
-        with init_empty_weights(include_buffers=False):
-            return cls(**kwargs)
+        from .convert_original import _build_empty
+
+        return _build_empty(cls, **kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._text_embeds_cache.clear()

@@ -124,18 +124,33 @@ class DACLIPPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs) -> "DACLIPPipeline":
-        """Load a folder written by `save_pretrained`, or a Hub id, without `trust_remote_code`.
+        """Load a folder written by `save_pretrained`, or a Hub id (`owner/name`), without `trust_remote_code`.
 
-        Components may be passed to replace saved ones (e.g. `scheduler=IRSDEScheduler(...)`); `dtype`
-        (or `torch_dtype`) casts the models. Our classes are resolved here directly, so the folder's
-        re-export files are never executed.
+        Components may be passed to replace saved ones (e.g. `scheduler=IRSDEScheduler(...)`); `dtype` (or
+        `torch_dtype`) casts the models; `variant`, `use_safetensors` and `low_cpu_mem_usage` are passed to each
+        model's `from_pretrained`; `cache_dir`, `revision`, `token`, `local_files_only`, `force_download` and
+        `proxies` to the download. Our classes are resolved here directly, so the folder's re-export files are
+        never executed. Any other source (a file, a model folder, a training checkpoint, a missing path) is
+        handled by `daclip.load_pipeline`, which says what it is.
+
+        Raises `TypeError` for other keyword arguments (`device_map` included: load, then `.to(device)` or
+        `enable_model_cpu_offload()`), `CheckpointError` for a source that is not a loadable pipeline.
         """
-        folder = os.fspath(pretrained_model_name_or_path)
-        if not os.path.isdir(folder):
-            folder = cls.download(folder, **kwargs)
+        from .loading import _converting_hub_errors, check_weights_variant, identify, load_pipeline
+
+        _check_from_pretrained_kwargs(kwargs)
+        found = identify(pretrained_model_name_or_path)
+        if found.kind not in ("pipeline", "hub"):
+            return load_pipeline(found.path, **kwargs)
+        folder = found.path
+        if found.kind == "hub":
+            folder = _converting_hub_errors(found, lambda: cls.download(found.path, **kwargs))
+        download_kwargs = {key: kwargs.pop(key) for key in _DOWNLOAD_KWARGS if key in kwargs}
         if not is_remote_code_layout(folder):
-            return super().from_pretrained(folder, **kwargs)
+            return super().from_pretrained(folder, **kwargs, **download_kwargs)
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+        model_kwargs = {key: kwargs.pop(key) for key in _MODEL_KWARGS if key in kwargs}
+        kwargs.pop("trust_remote_code", None)  # our classes are resolved by name; nothing of the folder runs
         index = cls.load_config(folder)
         components = {}
         for name in ("daclip", "unet", "scheduler"):
@@ -145,17 +160,30 @@ class DACLIPPipeline(DiffusionPipeline):
             if name not in index:
                 raise ValueError(f"{folder}: model_index.json has no '{name}' component.")
             class_name = index[name][1]
-            if class_name not in _COMPONENT_CLASSES:
-                raise ValueError(f"{folder}: unknown {name} class {class_name!r}; expected one of {sorted(_COMPONENT_CLASSES)}.")
-            component_class = _COMPONENT_CLASSES[class_name]
+            known = _component_classes()
+            if class_name not in known:
+                raise ValueError(f"{folder}: unknown {name} class {class_name!r}; expected one of {sorted(known)}.")
+            component_class = known[class_name]
             if not os.path.isdir(os.path.join(folder, name)):
                 raise ValueError(f"{folder}: the '{name}' folder is missing.")
-            components[name] = component_class.from_pretrained(folder, subfolder=name)
+            extra = model_kwargs if name != "scheduler" else {}
+            if name != "scheduler":
+                check_weights_variant(os.path.join(folder, name), model_kwargs.get("variant"))
+            components[name] = _converting_hub_errors(
+                found, lambda: component_class.from_pretrained(folder, subfolder=name, **extra)
+            )
         check_components_match(components["daclip"], components["unet"])
         pipe = cls(**components)
         if dtype is not None:
             pipe.to(dtype=dtype)
         return pipe
+
+    def __setattr__(self, name, value):
+        # A scheduler without the IR-SDE's μ (the degraded image) would run DA-CLIP and fail deep in the loop:
+        # refused when assigned (`pipe.scheduler = …`, `__init__`), naming the ones that work.
+        if name == "scheduler" and value is not None:
+            check_scheduler(value)
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------------------------------------------
     # Conditioning
@@ -505,10 +533,49 @@ def check_components_match(daclip: DACLIPModel, unet: DACLIPUNet2DModel, daclip_
         )
 
 
-_COMPONENT_CLASSES = {
-    component.__name__: component
-    for component in (DACLIPModel, DACLIPUNet2DModel, IRSDEScheduler, IRSDEPosteriorScheduler)
+def compatible_schedulers() -> Tuple[type, ...]:
+    """The schedulers that sample this pipeline: the IR-SDE family, as the schedulers list it themselves
+    (`_get_compatibles`, which `from_config` also uses to swap them)."""
+    return tuple(IRSDEPosteriorScheduler._get_compatibles())
+
+
+def check_scheduler(scheduler) -> None:
+    """Raise `TypeError` unless `scheduler` is one of `compatible_schedulers()`."""
+    compatible = compatible_schedulers()
+    if not isinstance(scheduler, compatible):
+        names = ", ".join(cls.__name__ for cls in compatible)
+        raise TypeError(
+            f"{type(scheduler).__name__} cannot sample DACLIPPipeline: it needs an IR-SDE scheduler, which reverts to "
+            f"the degraded image μ. Compatible: {names} (e.g. pipe.scheduler = "
+            f"{compatible[0].__name__}.from_config(pipe.scheduler.config))."
+        )
+
+
+def _component_classes() -> Dict[str, type]:
+    return {component.__name__: component for component in (DACLIPModel, DACLIPUNet2DModel, *compatible_schedulers())}
+
+
+_DOWNLOAD_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
+_MODEL_KWARGS = ("variant", "use_safetensors", "low_cpu_mem_usage")
+_OTHER_KWARGS = ("dtype", "torch_dtype", "trust_remote_code", "daclip", "unet", "scheduler")
+_REFUSED_KWARGS = {
+    "device_map": "load, then move with .to(device) or use enable_model_cpu_offload()",
+    "max_memory": "load, then use enable_model_cpu_offload() or enable_sequential_cpu_offload()",
+    "offload_folder": "load, then use enable_sequential_cpu_offload()",
+    "custom_pipeline": "DACLIPPipeline is the pipeline",
 }
+
+
+def _check_from_pretrained_kwargs(kwargs: Dict[str, object]) -> None:
+    """Refuse by name what `DACLIPPipeline.from_pretrained` does not do, instead of ignoring it silently."""
+    refused = [f"{key} ({_REFUSED_KWARGS[key]})" for key in kwargs if key in _REFUSED_KWARGS and kwargs[key] is not None]
+    unknown = [key for key in kwargs if key not in (*_REFUSED_KWARGS, *_DOWNLOAD_KWARGS, *_MODEL_KWARGS, *_OTHER_KWARGS)]
+    if refused or unknown:
+        raise TypeError(
+            "DACLIPPipeline.from_pretrained does not support "
+            + "; ".join(refused + [f"{key} (unknown argument)" for key in unknown])
+            + f". Supported: {', '.join(_DOWNLOAD_KWARGS + _MODEL_KWARGS + _OTHER_KWARGS)}."
+        )
 
 
 SAMPLERS = ("posterior", "sde", "ode")

@@ -751,46 +751,11 @@ class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, Conf
         """Load the authors' `universal-ir.pth`, `universal-ir-mix.pth` or `wild-ir.pth` unchanged.
 
         The architecture is read from the tensor shapes, so no config is needed. The file is read with
-        `weights_only=True`; `module.` prefixes are stripped. Raises `CheckpointError` for a file that is not a
-        restoration UNet (e.g. a DA-CLIP `*.pt`), or whose keys or shapes do not match the inferred architecture.
+        `weights_only=True` (or is a single safetensors file with the same keys); `module.` prefixes are stripped.
+        Weights load as float32, then `dtype` casts them (`convert_original.load_original_checkpoint`, the same
+        steps as `DACLIPModel`'s). Raises `CheckpointError` for a file that is not a restoration UNet (e.g. a
+        DA-CLIP `*.pt`), or whose keys or shapes do not match the inferred architecture.
         """
-        from ...utils import CheckpointError, load_torch_checkpoint
-        from .convert_original import convert_unet_state_dict, infer_unet_config
+        from .convert_original import load_original_checkpoint
 
-        checkpoint = load_torch_checkpoint(checkpoint_path)
-        try:
-            state_dict = convert_unet_state_dict(checkpoint)
-            config = infer_unet_config(state_dict)
-        except CheckpointError as error:
-            raise CheckpointError(f"{os.fspath(checkpoint_path)}: {error}") from None
-        try:
-            model = cls(**config)
-        except ValueError as error:
-            raise CheckpointError(
-                f"{os.fspath(checkpoint_path)}: the inferred architecture {config} is not valid: {error}"
-            ) from None
-
-        expected = model.state_dict()
-        missing = [key for key in expected if key not in state_dict]
-        unexpected = [key for key in state_dict if key not in expected]
-        mismatched = [
-            f"{key}: file {tuple(state_dict[key].shape)}, model {tuple(expected[key].shape)}"
-            for key in expected
-            if key in state_dict and state_dict[key].shape != expected[key].shape
-        ]
-        if missing or unexpected or mismatched:
-            problems = []
-            for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-                if items:
-                    shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
-                    problems.append(f"{len(items)} {title}: {shown}")
-            raise CheckpointError(
-                f"{os.fspath(checkpoint_path)}: does not match the restoration UNet inferred from it "
-                f"({config}); " + "; ".join(problems)
-            )
-        model.load_state_dict(state_dict, strict=True)
-        if dtype is not None:
-            # nn.Module.to: diffusers 0.42's ModelMixin.to warns about "modules kept in float32" on every dtype
-            # cast, even when there are none.
-            nn.Module.to(model, dtype=dtype)
-        return model.eval()
+        return load_original_checkpoint(cls, checkpoint_path, dtype=dtype)
