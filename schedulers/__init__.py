@@ -1,1 +1,3 @@
 from .scheduling_irsde import IRSDEPosteriorScheduler, IRSDEScheduler
+from .scheduling_mrs import MRSamplerScheduler
+from .samplers import SAMPLERS, scheduler_for_sampler

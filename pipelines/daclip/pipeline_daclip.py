@@ -16,7 +16,8 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput, logging
 
-from ...schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
+from ...schedulers import IRSDEPosteriorScheduler, IRSDEScheduler, MRSamplerScheduler
+from ...schedulers.samplers import SAMPLERS, scheduler_for_sampler  # noqa: F401  (re-exported: imported from here before)
 from .hub import download_original_checkpoints, download_pipeline_folder, is_remote_code_layout, write_remote_code_layout
 from .image_processing import ImageInput, postprocess, to_rgb_tensors
 from .tiling import check_tiling, tiled_noise_prediction
@@ -52,8 +53,8 @@ class DACLIPPipeline(DiffusionPipeline):
     Components:
         daclip ([`DACLIPModel`]): gives the degradation and clean-content embeddings of the degraded image.
         unet ([`DACLIPUNet2DModel`]): predicts the noise of the IR-SDE, conditioned on both embeddings.
-        scheduler ([`IRSDEPosteriorScheduler`] or [`IRSDEScheduler`]): walks from `degraded + noise` to the
-            restored image.
+        scheduler ([`IRSDEPosteriorScheduler`], [`IRSDEScheduler`] or [`MRSamplerScheduler`]): walks from
+            `degraded + noise` to the restored image.
 
     ```py
     >>> pipe = DACLIPPipeline.from_original_checkpoints("daclip_ViT-B-32.pt", "universal-ir.pth")
@@ -70,7 +71,7 @@ class DACLIPPipeline(DiffusionPipeline):
         self,
         daclip: DACLIPModel,
         unet: DACLIPUNet2DModel,
-        scheduler: Union[IRSDEPosteriorScheduler, IRSDEScheduler],
+        scheduler: Union[IRSDEPosteriorScheduler, IRSDEScheduler, MRSamplerScheduler],
     ):
         super().__init__()
         self.register_modules(daclip=daclip, unet=unet, scheduler=scheduler)
@@ -84,7 +85,7 @@ class DACLIPPipeline(DiffusionPipeline):
         daclip_path: Union[str, os.PathLike],
         unet_path: Union[str, os.PathLike],
         daclip_config: Optional[Union[dict, str, os.PathLike]] = None,
-        scheduler: Optional[Union[IRSDEPosteriorScheduler, IRSDEScheduler]] = None,
+        scheduler: Optional[Union[IRSDEPosteriorScheduler, IRSDEScheduler, MRSamplerScheduler]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> "DACLIPPipeline":
         """Build the pipeline from the authors' released files (e.g. `daclip_ViT-B-32.pt` + `universal-ir.pth`).
@@ -491,17 +492,6 @@ def check_components_match(daclip: DACLIPModel, unet: DACLIPUNet2DModel, daclip_
 
 _COMPONENT_CLASSES = {
     component.__name__: component
-    for component in (DACLIPModel, DACLIPUNet2DModel, IRSDEScheduler, IRSDEPosteriorScheduler)
+    for component in (DACLIPModel, DACLIPUNet2DModel, IRSDEScheduler, IRSDEPosteriorScheduler, MRSamplerScheduler)
 }
 
-
-SAMPLERS = ("posterior", "sde", "ode")
-
-
-def scheduler_for_sampler(sampler: str, config) -> Union[IRSDEPosteriorScheduler, IRSDEScheduler]:
-    """"posterior" | "sde" | "ode" → a scheduler with the schedule settings of `config` (any IR-SDE config)."""
-    if sampler == "posterior":
-        return IRSDEPosteriorScheduler.from_config(config)
-    if sampler in ("sde", "ode"):
-        return IRSDEScheduler.from_config(config, solver=sampler)
-    raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}.")

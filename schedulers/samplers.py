@@ -1,0 +1,41 @@
+"""The one sampler vocabulary of the CLI (`--sampler`), the ComfyUI Restore node and Python.
+
+| name        | scheduler                                             | UNet evaluations |
+|-------------|-------------------------------------------------------|------------------|
+| "posterior" | `IRSDEPosteriorScheduler` (the authors' default)      | N (100)          |
+| "sde"       | `IRSDEScheduler(solver="sde")`, Euler–Maruyama        | N                |
+| "ode"       | `IRSDEScheduler(solver="ode")`, probability-flow Euler | N                |
+| "mrs"       | `MRSamplerScheduler` (MR Sampler, Li et al. 2025)     | N (10–20)        |
+"""
+from __future__ import annotations
+
+from typing import Union
+
+from .scheduling_irsde import IRSDEPosteriorScheduler, IRSDEScheduler
+from .scheduling_mrs import MRSamplerScheduler
+
+SAMPLERS = ("posterior", "sde", "ode", "mrs")
+
+# The steps each sampler is meant for: the authors' 100, or the MR Sampler's 20 (its authors' default).
+DEFAULT_STEPS = {"posterior": 100, "sde": 100, "ode": 100, "mrs": 20}
+
+AnyScheduler = Union[IRSDEPosteriorScheduler, IRSDEScheduler, MRSamplerScheduler]
+
+
+def scheduler_for_sampler(sampler: str, config, **overrides) -> AnyScheduler:
+    """`sampler` (one of `SAMPLERS`) → a scheduler with the IR-SDE settings of `config` (any of the three
+    schedulers' configs: `num_train_timesteps`, `max_sigma`, `schedule`, `eps`, `prediction_type` carry over).
+
+    "mrs" keeps the MR Sampler settings of an MR Sampler config; from another scheduler's config it starts from
+    the MR Sampler's defaults (ODE, order 2), not from that scheduler's `solver`. `overrides` set config keys
+    (e.g. `solver_order=3`). Raises `ValueError` for an unknown sampler.
+    """
+    if sampler == "posterior":
+        return IRSDEPosteriorScheduler.from_config(config, **overrides)
+    if sampler in ("sde", "ode"):
+        return IRSDEScheduler.from_config(config, **{**overrides, "solver": sampler})
+    if sampler == "mrs":
+        if config.get("_class_name") != MRSamplerScheduler.__name__:
+            overrides = {"solver": "ode", **overrides}
+        return MRSamplerScheduler.from_config(config, **overrides)
+    raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}.")
