@@ -41,6 +41,17 @@ def scheduler_for_sampler(sampler: str, config, **overrides) -> AnyScheduler:
     raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}.")
 
 
+def sampler_of(scheduler: AnyScheduler) -> str:
+    """The `SAMPLERS` name of a scheduler (e.g. a loaded pipeline's): "posterior", "sde", "ode" or "mrs"."""
+    if isinstance(scheduler, MRSamplerScheduler):
+        return "mrs"
+    if isinstance(scheduler, IRSDEScheduler):
+        return scheduler.config.solver
+    if isinstance(scheduler, IRSDEPosteriorScheduler):
+        return "posterior"
+    raise ValueError(f"{type(scheduler).__name__} is not one of the IR-SDE schedulers ({SAMPLERS}).")
+
+
 def _is_mr_sampler_config(config) -> bool:
     """A saved config names its class; an in-memory one is the MR Sampler's if it has the MR Sampler's keys
     (`IRSDEScheduler`'s `solver` is its Euler solver, whose "sde" would mean another thing here)."""
