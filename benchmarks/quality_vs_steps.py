@@ -177,7 +177,7 @@ def sampler_runs(args) -> List[Tuple[str, str, Dict, List[int]]]:
     return runs
 
 
-def evaluate(args) -> Dict:
+def evaluate(args, on_progress=None) -> Dict:
     import torch
 
     from daclip.schedulers import scheduler_for_sampler
@@ -217,6 +217,9 @@ def evaluate(args) -> Dict:
                     psnr=psnr(restored, gt), psnr_y=psnr(luma(restored), luma(gt)), ssim=ssim(restored, gt),
                     psnr_input=psnr(lq, gt),
                 ))
+            if on_progress is not None:  # the table so far, so that a long run stopped early still reports
+                on_progress({"records": records, "pairs": len(pairs), "runs": [(label, steps) for label, _, _, steps in runs],
+                             "threads": torch.get_num_threads()})
             done = [r for r in records if r["sampler"] == run_label and r["steps"] == steps]
             print(f"{run_label:9s} N={steps:3d}: PSNR {np.mean([r['psnr'] for r in done]):.2f} dB, "
                   f"SSIM {np.mean([r['ssim'] for r in done]):.4f}, {np.mean([r['seconds'] for r in done]):.1f} s/image",
@@ -245,6 +248,8 @@ def report(results: Dict, args) -> str:
     for sampler, steps_list in runs:
         for steps in steps_list:
             group = [r for r in records if r["sampler"] == sampler and r["steps"] == steps]
+            if not group:  # not measured yet
+                continue
             lines.append(
                 f"| {sampler} | {steps} | {np.mean([r['psnr'] for r in group]):.2f} | "
                 f"{np.mean([r['psnr_y'] for r in group]):.2f} | {np.mean([r['ssim'] for r in group]):.4f} | "
@@ -258,6 +263,8 @@ def report(results: Dict, args) -> str:
         for sampler, steps_list in runs:
             for steps in steps_list:
                 cells = []
+                if not any(r["sampler"] == sampler and r["steps"] == steps for r in records):
+                    continue
                 for label in labels:
                     group = [r["psnr"] for r in records if r["sampler"] == sampler and r["steps"] == steps
                              and r["degradation"] == label]
@@ -304,12 +311,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    results = evaluate(args)
-    text = report(results, args)
     output = Path(args.output)
-    output.write_text(text)
-    output.with_suffix(".json").write_text(json.dumps({"args": vars(args), **results}, indent=1))
-    print(text)
+
+    def write(results: Dict) -> str:
+        text = report(results, args)
+        output.write_text(text)
+        output.with_suffix(".json").write_text(json.dumps({"args": vars(args), **results}, indent=1))
+        return text
+
+    print(write(evaluate(args, on_progress=write)))
     return 0
 
 
