@@ -131,6 +131,17 @@ def draw_noise(shape, generator: Generators, device, variance_noise: Optional[to
     return randn_tensor(tuple(shape), generator=generator, device=device, dtype=torch.float32)
 
 
+def compatible_schedulers() -> list:
+    """The three IR-SDE schedulers, which swap with `from_config` in every direction.
+
+    diffusers looks for compatible classes only inside diffusers; ours live here. Listing all three lets
+    `from_config` hide the other classes' keys (e.g. `solver_order`) instead of warning about them.
+    """
+    from .scheduling_mrs import MRSamplerScheduler  # that module builds on this one
+
+    return [IRSDEScheduler, IRSDEPosteriorScheduler, MRSamplerScheduler]
+
+
 class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
     """What both IR-SDE samplers share: the schedule maths, time bookkeeping, the start state and training.
 
@@ -169,11 +180,7 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
 
     @classmethod
     def _get_compatibles(cls):
-        # diffusers looks for compatible classes only inside diffusers; ours live here. Listing all three lets
-        # `from_config` hide the other classes' keys (e.g. `solver`) instead of warning about them.
-        from .scheduling_mrs import MRSamplerScheduler  # that module builds on this one
-
-        return [IRSDEScheduler, IRSDEPosteriorScheduler, MRSamplerScheduler]
+        return compatible_schedulers()
 
     # -- time ------------------------------------------------------------------------------------------
     def _unet_timesteps(self, num_steps: int, device=None) -> torch.Tensor:

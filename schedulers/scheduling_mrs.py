@@ -46,10 +46,9 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .scheduling_irsde import (
     Generators,
-    IRSDEPosteriorScheduler,
-    IRSDEScheduler,
     IRSDESchedulerOutput,
     check_sde_config,
+    compatible_schedulers,
     draw_noise,
     theta_schedule,
 )
@@ -165,8 +164,7 @@ class MRSamplerScheduler(SchedulerMixin, ConfigMixin):
 
     @classmethod
     def _get_compatibles(cls):
-        # All three IR-SDE schedulers swap with `from_config`, each silently ignoring the others' keys.
-        return [IRSDEScheduler, IRSDEPosteriorScheduler, MRSamplerScheduler]
+        return compatible_schedulers()
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
