@@ -17,15 +17,6 @@ def model_args(tiny_model_args):
     return tiny_model_args
 
 
-@pytest.fixture(scope="module")
-def tiny_pipe_for_cli(weights_dir, parity_dir):
-    from daclip import DACLIPPipeline
-
-    return DACLIPPipeline.from_original_checkpoints(
-        weights_dir / "daclip_tiny.pt", weights_dir / "universal-ir_tiny.pth", daclip_config=parity_dir / "daclip_tiny.json"
-    )
-
-
 @pytest.fixture()
 def photos(tmp_path, reference):
     folder = tmp_path / "photos"
@@ -65,14 +56,14 @@ def test_restore_with_other_samplers_and_a_degradation_text(photos, tmp_path, mo
     assert "(rainy)" in capsys.readouterr().out
 
 
-def test_restore_with_the_mr_sampler_defaults_to_its_20_steps(photos, tmp_path, model_args, tiny_pipe_for_cli, capsys):
+def test_restore_with_the_mr_sampler_defaults_to_its_20_steps(photos, tmp_path, model_args, tiny_pipeline, capsys):
     import torch
 
     from daclip import DACLIPPipeline, MRSamplerScheduler
 
     assert main(["restore", str(photos / "first.png"), "-o", str(tmp_path / "mrs"), "--sampler", "mrs", *model_args]) == 0
     pipe = DACLIPPipeline(
-        tiny_pipe_for_cli.daclip, tiny_pipe_for_cli.unet, MRSamplerScheduler.from_config(tiny_pipe_for_cli.scheduler.config)
+        tiny_pipeline.daclip, tiny_pipeline.unet, MRSamplerScheduler.from_config(tiny_pipeline.scheduler.config)
     )
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(PIL.Image.open(photos / "first.png"), num_inference_steps=20, generator=torch.Generator().manual_seed(0))

@@ -90,15 +90,6 @@ def test_each_step_alone_matches_the_mr_sampler(parity_dir, mrs_reference, refer
     np.testing.assert_allclose(prev.clamp(0, 1).numpy(), mrs_reference[f"{prefix}.out"], atol=1e-6, rtol=0)
 
 
-@pytest.fixture(scope="module")
-def tiny_pipe(weights_dir, parity_dir):
-    pipe = DACLIPPipeline.from_original_checkpoints(
-        weights_dir / "daclip_tiny.pt", weights_dir / "universal-ir_tiny.pth", daclip_config=parity_dir / "daclip_tiny.json"
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def _run(pipe, mu, steps, start, content, degradation, step_noise=None):
     """The pipeline from a given start state; the last state before clamping, and the output."""
     captured = {}
@@ -123,9 +114,9 @@ def _run(pipe, mu, steps, start, content, degradation, step_noise=None):
 
 
 @pytest.mark.parametrize("prefix", CONFIGS)
-def test_whole_run_with_our_unet_matches_the_mr_sampler(tiny_pipe, parity_dir, mrs_reference, reference, prefix):
+def test_whole_run_with_our_unet_matches_the_mr_sampler(tiny_pipeline, parity_dir, mrs_reference, reference, prefix):
     options = _configs(parity_dir)[prefix]
-    pipe = DACLIPPipeline(tiny_pipe.daclip, tiny_pipe.unet, _scheduler(options))
+    pipe = DACLIPPipeline(tiny_pipeline.daclip, tiny_pipeline.unet, _scheduler(options))
     pipe.set_progress_bar_config(disable=True)
     get = lambda name: torch.from_numpy(mrs_reference[f"{prefix}.{name}"])
     mu = torch.from_numpy(reference["sample_tiny.LQ"])
@@ -289,8 +280,8 @@ def test_the_sampler_vocabulary_has_mrs_and_keeps_what_the_unet_predicts():
         scheduler_for_sampler("dpm", saved)
 
 
-def test_saved_pipeline_reloads_with_the_mr_sampler(tiny_pipe, tmp_path):
-    pipe = DACLIPPipeline(tiny_pipe.daclip, tiny_pipe.unet, MRSamplerScheduler(solver_order=3))
+def test_saved_pipeline_reloads_with_the_mr_sampler(tiny_pipeline, tmp_path):
+    pipe = DACLIPPipeline(tiny_pipeline.daclip, tiny_pipeline.unet, MRSamplerScheduler(solver_order=3))
     pipe.save_pretrained(tmp_path / "pipe")
     loaded = DACLIPPipeline.from_pretrained(tmp_path / "pipe")
     assert isinstance(loaded.scheduler, MRSamplerScheduler) and loaded.scheduler.config.solver_order == 3
@@ -298,13 +289,13 @@ def test_saved_pipeline_reloads_with_the_mr_sampler(tiny_pipe, tmp_path):
 
 
 @pytest.mark.parametrize("solver", ["ode", "sde"])
-def test_no_state_leaks_between_calls(tiny_pipe, reference, solver):
+def test_no_state_leaks_between_calls(tiny_pipeline, reference, solver):
     """Two calls in a row, and an interrupted call followed by a new one, equal fresh runs."""
     lq = torch.from_numpy(reference["sample_tiny.LQ"])
     run = lambda pipe, **kwargs: pipe(
         lq, num_inference_steps=6, generator=torch.Generator().manual_seed(3), output_type="pt", **kwargs
     ).images
-    fresh = lambda: DACLIPPipeline(tiny_pipe.daclip, tiny_pipe.unet, MRSamplerScheduler(solver=solver, solver_order=2))
+    fresh = lambda: DACLIPPipeline(tiny_pipeline.daclip, tiny_pipeline.unet, MRSamplerScheduler(solver=solver, solver_order=2))
     expected = run(fresh())
     pipe = fresh()
     pipe.set_progress_bar_config(disable=True)
@@ -319,9 +310,9 @@ def test_no_state_leaks_between_calls(tiny_pipe, reference, solver):
     torch.testing.assert_close(run(pipe), expected, atol=0, rtol=0)
 
 
-def test_generator_lists_equal_single_runs(tiny_pipe, reference):
+def test_generator_lists_equal_single_runs(tiny_pipeline, reference):
     lq = torch.from_numpy(reference["sample_tiny.LQ"])
-    pipe = DACLIPPipeline(tiny_pipe.daclip, tiny_pipe.unet, MRSamplerScheduler(solver="sde"))
+    pipe = DACLIPPipeline(tiny_pipeline.daclip, tiny_pipeline.unet, MRSamplerScheduler(solver="sde"))
     pipe.set_progress_bar_config(disable=True)
     batch = pipe(
         torch.cat([lq, lq.flip(-1)]), num_inference_steps=5, output_type="pt",
