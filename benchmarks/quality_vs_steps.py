@@ -256,8 +256,10 @@ def report(results: Dict, args) -> str:
                 f"{np.mean([r['seconds'] for r in group]):.1f} |"
             )
     labels = sorted({r["degradation"] for r in records})
-    if len(labels) > 1:
-        lines += ["", "PSNR dB per degradation:", "",
+    for metric, title, digits in (("psnr", "PSNR dB", 2), ("ssim", "SSIM", 4)):
+        if len(labels) < 2:
+            break
+        lines += ["", f"{title} per degradation:", "",
                   "| sampler | steps | " + " | ".join(labels) + " |",
                   "| --- | ---: | " + " | ".join("---:" for _ in labels) + " |"]
         for sampler, steps_list in runs:
@@ -266,9 +268,9 @@ def report(results: Dict, args) -> str:
                 if not any(r["sampler"] == sampler and r["steps"] == steps for r in records):
                     continue
                 for label in labels:
-                    group = [r["psnr"] for r in records if r["sampler"] == sampler and r["steps"] == steps
+                    group = [r[metric] for r in records if r["sampler"] == sampler and r["steps"] == steps
                              and r["degradation"] == label]
-                    cells.append(f"{np.mean(group):.2f}" if group else "–")
+                    cells.append(f"{np.mean(group):.{digits}f}" if group else "–")
                 lines.append(f"| {sampler} | {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
