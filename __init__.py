@@ -8,7 +8,7 @@ from .pipelines.daclip.unet_daclip import DACLIPUNet2DModel
 from .pipelines.daclip.pipeline_daclip import DACLIPPipeline, DACLIPPipelineOutput
 from .pipelines.daclip.hub import download_original_checkpoints
 from .pipelines.daclip.loading import load_daclip, load_pipeline, load_pipeline_from_parts, load_unet
-from .schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
+from .schedulers import IRSDEPosteriorScheduler, IRSDEScheduler, MRSamplerScheduler
 from .utils import CheckpointError
 from .demo import demo_model_path
 
@@ -30,6 +30,7 @@ __all__ = [
     "DACLIPUNet2DModel",
     "IRSDEScheduler",
     "IRSDEPosteriorScheduler",
+    "MRSamplerScheduler",
     "CheckpointError",
     "demo_model_path",
     "NODE_CLASS_MAPPINGS",

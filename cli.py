@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .pipelines.daclip.color_fix import COLOR_FIX_METHODS
+from .schedulers.samplers import DEFAULT_STEPS, SAMPLERS
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -22,6 +23,7 @@ EXAMPLES = """\
 examples:
   daclip restore photo.jpg -o restored/ --daclip daclip_ViT-B-32.pt --unet universal-ir.pth
   daclip restore photos/ -o restored/ --model daclip-uir --steps 50 --seed 0
+  daclip restore photos/ -o restored/ --model daclip-uir --sampler mrs        (MR Sampler, 20 steps)
   daclip restore rainy.png -o out/ --model daclip-uir --degradation rainy
   daclip detect photos/ --model daclip-uir --json
   daclip convert --daclip daclip_ViT-B-32.pt --unet universal-ir.pth -o daclip-uir
@@ -66,12 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("inputs", nargs="+", metavar="INPUT")
     restore.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR")
     _add_model_arguments(restore)
-    restore.add_argument("--steps", type=int, default=100, help="sampling steps, 1..100 (default 100, the authors')")
+    restore.add_argument(
+        "--steps", type=int,
+        help="sampling steps (UNet evaluations), 1..100; default: 20 for mrs, else 100 (the authors')",
+    )
     restore.add_argument(
         "--sampler",
-        default="posterior",
-        choices=["posterior", "sde", "ode"],
-        help="posterior: the authors' default; sde: reverse SDE (Euler-Maruyama); ode: probability-flow ODE",
+        choices=list(SAMPLERS),
+        help="posterior: the authors' optimal-posterior step; sde: reverse SDE (Euler-Maruyama); ode: probability-flow "
+        "ODE; mrs: MR Sampler (fast ODE/SDE solver, 10-20 steps). Default: the model's own (the authors' files: "
+        "posterior)",
+    )
+    restore.add_argument(
+        "--solver-order", type=int, choices=[1, 2, 3],
+        help="mrs only: the MR Sampler's order (default: the model's setting, else 2; 3 for its ODE only)",
+    )
+    restore.add_argument(
+        "--threads", type=int,
+        help="CPU threads per process. Default: OMP_NUM_THREADS if you set it; under accelerate launch or torchrun, "
+        "the cores divided among the local processes; else torch's (all cores). Running several daclip processes "
+        "by hand? give each cores/processes",
     )
     restore.add_argument("--seed", type=int, default=0, help="random seed (each image uses this seed; default 0)")
     restore.add_argument(
@@ -278,10 +294,15 @@ def run_restore(args) -> int:
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    from .pipelines.daclip.pipeline_daclip import scheduler_for_sampler
+    from .schedulers.samplers import sampler_of, scheduler_for_sampler
+    from .utils.threads import configure_cpu_threads
 
-    if not 1 <= args.steps <= 100:
+    if args.steps is not None and not 1 <= args.steps <= 100:
         raise UsageError(f"--steps must be from 1 to 100, got {args.steps}")
+    if args.solver_order is not None and args.sampler not in (None, "mrs"):
+        raise UsageError("--solver-order is an option of the MR Sampler: use it with --sampler mrs")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     inputs = collect_images(args.inputs, args.recursive)
     output_dir = Path(args.output_dir)
     outputs = output_paths(inputs, output_dir)
@@ -300,8 +321,19 @@ def run_restore(args) -> int:
     tag = f"[{state.process_index + 1}/{state.num_processes}] " if state.num_processes > 1 else ""
     share = list(zip(inputs, outputs))[state.process_index :: state.num_processes]
 
+    threads = configure_cpu_threads(args.threads, state.num_processes)
     pipe = _load_or_exit(load_pipeline, args)
-    pipe.scheduler = scheduler_for_sampler(args.sampler, pipe.scheduler.config)
+    sampler = args.sampler or sampler_of(pipe.scheduler)
+    if args.solver_order is not None and sampler != "mrs":
+        raise UsageError(f"--solver-order is an option of the MR Sampler (this model samples with {sampler}): add --sampler mrs")
+    overrides = {"solver_order": args.solver_order} if args.solver_order is not None else {}
+    try:
+        pipe.scheduler = scheduler_for_sampler(sampler, pipe.scheduler.config, **overrides)
+    except ValueError as error:  # e.g. --solver-order 3 with a model whose MR Sampler uses the SDE
+        raise UsageError(str(error)) from None
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS[sampler]
+    if state.num_processes > 1 and state.is_main_process and pipe.device.type == "cpu":
+        print(f"daclip: {state.num_processes} processes, {threads} CPU thread(s) each (--threads to choose)", file=sys.stderr)
     pipe.set_progress_bar_config(leave=False, desc="sampling")
     degradation = None if args.degradation == "auto" else args.degradation
 
@@ -316,7 +348,7 @@ def run_restore(args) -> int:
             generator = torch.Generator().manual_seed(args.seed)
             result = pipe(
                 image,
-                num_inference_steps=args.steps,
+                num_inference_steps=steps,
                 generator=generator,
                 degradation=degradation,
                 tile_size=args.tile_size,

@@ -2,14 +2,17 @@
 """Restoration quality against the number of sampling steps, for a trained model.
 
 The authors sample with N = 100 steps. This measures what fewer steps cost: PSNR (RGB and Y), SSIM and time per
-image for N in {5, 10, 20, 50, 100} with the posterior sampler (the authors' default) and the reverse SDE, on pairs
-of clean and degraded images with the same seed for every N.
+image for N in {5, 10, 20, 50, 100} with the posterior sampler (the authors' default) and the reverse SDE, and for
+the MR Sampler (`--samplers mrs`: each `--mrs-solvers` variant, e.g. ode-2 = ODE of order 2, at `--mrs-steps`), on
+pairs of clean and degraded images with the same seed for every N, all timed in the same run.
 
 Pairs come from `--pairs ROOT` (the authors' layout `ROOT/<degradation>/{LQ,GT}/*`, matched by file name) or are
 synthesised from clean photos (`--clean DIR`, default: scikit-image's bundled photos) with `daclip.data.degrade`.
 
     python benchmarks/quality_vs_steps.py --model daclip-uir --pairs datasets/universal/val --max-images 20
     python benchmarks/quality_vs_steps.py --model assets/demo-model --degradations noisy hazy --size 128
+    python benchmarks/quality_vs_steps.py --model assets/demo-model --held-out-crops 1 --size 128 \
+        --samplers posterior mrs --steps 10 20 50 100 --output benchmarks/MRS_DEMO_MODEL.md
 
 Without `--model` it says so and exits 0 (random weights would measure nothing). Results: a markdown table
 (`--output`, default `benchmarks/QUALITY_VS_STEPS.md`) and the raw numbers as JSON beside it.
@@ -28,6 +31,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DEFAULT_STEPS = (5, 10, 20, 50, 100)
 DEFAULT_SAMPLERS = ("posterior", "sde")
+DEFAULT_MRS_STEPS = (5, 10, 20)
+DEFAULT_MRS_SOLVERS = ("ode-1", "ode-2", "ode-3", "sde-1", "sde-2")
 
 
 def _as_batch(image: np.ndarray):
@@ -140,14 +145,48 @@ def load_pipeline(args):
     return pipe
 
 
-def evaluate(args) -> Dict:
+def held_out_pairs(labels: List[str], size: int, count: int, seed: int):
+    """The demo model's held-out pairs, as `evaluate_demo_model.py` makes them (same crops, same degradation seeds):
+    `count` crops per degradation, taken in turn from the held-out photos (coffee, rocket), saved as 8-bit."""
+    from evaluate_demo_model import HELD_OUT_PHOTOS, held_out_crops  # that script imports this one: import late
+
+    from daclip.data import degrade
+
+    per_photo = -(-count * len(labels) // len(HELD_OUT_PHOTOS))  # enough crops for every label to get its own
+    crops = held_out_crops(HELD_OUT_PHOTOS, size, per_photo, seed)
+    crops = sorted(crops, key=lambda crop: (crop[1], HELD_OUT_PHOTOS.index(crop[0])))  # alternate the photos
+    pairs = []
+    for label_index, label in enumerate(labels):
+        for name, crop_index, clean in crops[label_index * count : (label_index + 1) * count]:
+            rng = np.random.default_rng([seed, label_index, HELD_OUT_PHOTOS.index(name), crop_index])
+            degraded = quantize_8bit(np.clip(degrade(clean, label, rng=rng), 0, 1)).astype(np.float32)
+            pairs.append((f"{name}-{crop_index}", label, degraded, clean))
+    return pairs
+
+
+def sampler_runs(args) -> List[Tuple[str, str, Dict, List[int]]]:
+    """(row label, sampler, scheduler overrides, steps) for every sampler variant to measure."""
+    runs = []
+    for sampler in args.samplers:
+        if sampler != "mrs":
+            runs.append((sampler, sampler, {}, list(args.steps)))
+            continue
+        for variant in args.mrs_solvers:
+            solver, order = variant.split("-")
+            runs.append((f"mrs {variant}", "mrs", {"solver": solver, "solver_order": int(order)}, list(args.mrs_steps)))
+    return runs
+
+
+def evaluate(args, on_progress=None) -> Dict:
     import torch
 
-    from daclip.pipelines.daclip.pipeline_daclip import scheduler_for_sampler
+    from daclip.schedulers import scheduler_for_sampler
 
     pipe = load_pipeline(args)
     base_config = pipe.scheduler.config
-    if args.pairs:
+    if args.held_out_crops:
+        pairs = held_out_pairs(list(args.degradations or pipe.daclip.config.degradations), args.size, args.held_out_crops, args.seed)
+    elif args.pairs:
         pairs = paired_images(Path(args.pairs))
     else:
         pairs = synthetic_pairs(
@@ -156,14 +195,15 @@ def evaluate(args) -> Dict:
     pairs = [(name, label, center_crop(lq, args.size), center_crop(gt, args.size)) for name, label, lq, gt in pairs]
     if args.max_images:
         pairs = pairs[: args.max_images]
-    print(f"{len(pairs)} image pairs; steps {args.steps}; samplers {args.samplers}", flush=True)
+    runs = sampler_runs(args)
+    print(f"{len(pairs)} image pairs; {[(label, steps) for label, _, _, steps in runs]}; {torch.get_num_threads()} threads", flush=True)
 
     # one untimed call, so that the first timing does not include one-off set-up (kernel selection, allocations)
     pipe(pairs[0][2], num_inference_steps=1, generator=torch.Generator().manual_seed(args.seed), output_type="np")
     records = []
-    for sampler in args.samplers:
-        pipe.scheduler = scheduler_for_sampler(sampler, base_config)
-        for steps in args.steps:
+    for run_label, sampler, overrides, steps_list in runs:
+        pipe.scheduler = scheduler_for_sampler(sampler, base_config, **overrides)
+        for steps in steps_list:
             for name, label, lq, gt in pairs:
                 started = time.perf_counter()
                 restored = pipe(
@@ -173,51 +213,64 @@ def evaluate(args) -> Dict:
                 seconds = time.perf_counter() - started
                 restored = quantize_8bit(restored)
                 records.append(dict(
-                    sampler=sampler, steps=steps, image=name, degradation=label, seconds=seconds,
+                    sampler=run_label, steps=steps, image=name, degradation=label, seconds=seconds,
                     psnr=psnr(restored, gt), psnr_y=psnr(luma(restored), luma(gt)), ssim=ssim(restored, gt),
                     psnr_input=psnr(lq, gt),
                 ))
-            done = [r for r in records if r["sampler"] == sampler and r["steps"] == steps]
-            print(f"{sampler:9s} N={steps:3d}: PSNR {np.mean([r['psnr'] for r in done]):.2f} dB, "
+            if on_progress is not None:  # the table so far, so that a long run stopped early still reports
+                on_progress({"records": records, "pairs": len(pairs), "runs": [(label, steps) for label, _, _, steps in runs],
+                             "threads": torch.get_num_threads()})
+            done = [r for r in records if r["sampler"] == run_label and r["steps"] == steps]
+            print(f"{run_label:9s} N={steps:3d}: PSNR {np.mean([r['psnr'] for r in done]):.2f} dB, "
                   f"SSIM {np.mean([r['ssim'] for r in done]):.4f}, {np.mean([r['seconds'] for r in done]):.1f} s/image",
                   flush=True)
-    return {"records": records, "pairs": len(pairs)}
+    return {"records": records, "pairs": len(pairs), "runs": [(label, steps) for label, _, _, steps in runs],
+            "threads": torch.get_num_threads()}
 
 
 def report(results: Dict, args) -> str:
     records = results["records"]
+    runs = [(label, list(steps)) for label, steps in results["runs"]]
+    source = (f"the demo model's held-out photos coffee and rocket, {args.held_out_crops} crop(s) per degradation"
+              if args.held_out_crops else f"from {args.pairs}" if args.pairs else "synthesised with daclip.data.degrade")
     lines = [
         "# Quality against sampling steps",
         "",
         f"Model `{args.model}`, {results['pairs']} pairs "
-        f"({'from ' + args.pairs if args.pairs else 'synthesised with daclip.data.degrade'}"
-        f"{f', centre crops of {args.size}' if args.size else ''}), seed {args.seed}, {args.dtype} on {args.device}.",
+        f"({source}{f', {args.size}×{args.size}' if args.size else ''}), seed {args.seed}, {args.dtype} on {args.device}, "
+        f"{results.get('threads', '?')} torch thread(s); every row timed in the same run.",
         "Input PSNR (degraded vs clean): "
-        f"{np.mean([r['psnr_input'] for r in records if r['sampler'] == args.samplers[0] and r['steps'] == args.steps[0]]):.2f} dB.",
+        f"{np.mean([r['psnr_input'] for r in records if r['sampler'] == runs[0][0] and r['steps'] == runs[0][1][0]]):.2f} dB.",
         "",
         "| sampler | steps | PSNR dB | PSNR-Y dB | SSIM | s / image |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for sampler in args.samplers:
-        for steps in args.steps:
+    for sampler, steps_list in runs:
+        for steps in steps_list:
             group = [r for r in records if r["sampler"] == sampler and r["steps"] == steps]
+            if not group:  # not measured yet
+                continue
             lines.append(
                 f"| {sampler} | {steps} | {np.mean([r['psnr'] for r in group]):.2f} | "
                 f"{np.mean([r['psnr_y'] for r in group]):.2f} | {np.mean([r['ssim'] for r in group]):.4f} | "
                 f"{np.mean([r['seconds'] for r in group]):.1f} |"
             )
     labels = sorted({r["degradation"] for r in records})
-    if len(labels) > 1:
-        lines += ["", "PSNR dB per degradation:", "",
+    for metric, title, digits in (("psnr", "PSNR dB", 2), ("ssim", "SSIM", 4)):
+        if len(labels) < 2:
+            break
+        lines += ["", f"{title} per degradation:", "",
                   "| sampler | steps | " + " | ".join(labels) + " |",
                   "| --- | ---: | " + " | ".join("---:" for _ in labels) + " |"]
-        for sampler in args.samplers:
-            for steps in args.steps:
+        for sampler, steps_list in runs:
+            for steps in steps_list:
                 cells = []
+                if not any(r["sampler"] == sampler and r["steps"] == steps for r in records):
+                    continue
                 for label in labels:
-                    group = [r["psnr"] for r in records if r["sampler"] == sampler and r["steps"] == steps
+                    group = [r[metric] for r in records if r["sampler"] == sampler and r["steps"] == steps
                              and r["degradation"] == label]
-                    cells.append(f"{np.mean(group):.2f}" if group else "–")
+                    cells.append(f"{np.mean(group):.{digits}f}" if group else "–")
                 lines.append(f"| {sampler} | {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -231,7 +284,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="without --clean: which scikit-image photos (e.g. coffee rocket: the demo model's held-out ones)")
     parser.add_argument("--degradations", nargs="+", help="labels to synthesise (default: every synthesisable one)")
     parser.add_argument("--steps", type=int, nargs="+", default=list(DEFAULT_STEPS))
-    parser.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS), choices=["posterior", "sde", "ode"])
+    from daclip.schedulers import SAMPLERS
+
+    parser.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--mrs-steps", type=int, nargs="+", default=list(DEFAULT_MRS_STEPS), help="steps for the MR Sampler")
+    parser.add_argument("--mrs-solvers", nargs="+", default=list(DEFAULT_MRS_SOLVERS),
+                        choices=["ode-1", "ode-2", "ode-3", "sde-1", "sde-2"], help="MR Sampler variants: solver-order")
+    parser.add_argument("--held-out-crops", type=int, default=0,
+                        help="use the demo model's held-out photos: this many random crops per degradation")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--size", type=int, default=256, help="centre-crop every pair to this size (0: full images)")
     parser.add_argument("--max-images", type=int, help="use at most this many pairs")
     parser.add_argument("--tile-size", type=int, help="tiled noise prediction (for large full images)")
@@ -246,14 +307,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.size == 0:
         args.size = None
-    if any(not 1 <= steps <= 100 for steps in args.steps):
-        parser.error("--steps must be from 1 to 100")
-    results = evaluate(args)
-    text = report(results, args)
+    if any(not 1 <= steps <= 100 for steps in args.steps + args.mrs_steps):
+        parser.error("--steps and --mrs-steps must be from 1 to 100")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     output = Path(args.output)
-    output.write_text(text)
-    output.with_suffix(".json").write_text(json.dumps({"args": vars(args), **results}, indent=1))
-    print(text)
+
+    def write(results: Dict) -> str:
+        text = report(results, args)
+        output.write_text(text)
+        output.with_suffix(".json").write_text(json.dumps({"args": vars(args), **results}, indent=1))
+        return text
+
+    print(write(evaluate(args, on_progress=write)))
     return 0
 
 

@@ -20,7 +20,8 @@ import torch
 from ..pipelines.daclip.color_fix import COLOR_FIX_METHODS
 from ..pipelines.daclip.loading import load_daclip, load_unet
 from ..pipelines.daclip.modeling_daclip import DACLIPModel
-from ..pipelines.daclip.pipeline_daclip import SAMPLERS, DACLIPPipeline, check_components_match, scheduler_for_sampler
+from ..pipelines.daclip.pipeline_daclip import DACLIPPipeline, check_components_match
+from ..schedulers.samplers import DEFAULT_STEPS, SAMPLERS, scheduler_for_sampler
 from ..pipelines.daclip.unet_daclip import DACLIPUNet2DModel
 from ..schedulers import IRSDEPosteriorScheduler
 from ..utils import CheckpointError
@@ -393,11 +394,14 @@ class DACLIPRestore:
                 "sampler": (list(SAMPLERS), {
                     "default": "posterior",
                     "tooltip": "posterior: the authors' optimal-posterior step (their test setting); sde: reverse-SDE "
-                               "(Euler-Maruyama); ode: deterministic probability-flow ODE.",
+                               "(Euler-Maruyama); ode: deterministic probability-flow ODE; mrs: MR Sampler, a fast "
+                               "ODE solver of the same SDE (Li et al. 2025) that needs 10-20 steps.",
                 }),
                 "steps": ("INT", {
-                    "default": 100, "min": 1, "max": 100,
-                    "tooltip": "Sampling steps (the released models were trained with T = 100).",
+                    "default": 0, "min": 0, "max": 100,
+                    "tooltip": "Sampling steps (UNet evaluations). 0: the sampler's own default ("
+                               + ", ".join(f"{name} {count}" for name, count in DEFAULT_STEPS.items())
+                               + "). The released models were trained with T = 100.",
                 }),
                 "seed": ("INT", {
                     "default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
@@ -430,7 +434,7 @@ class DACLIPRestore:
     DESCRIPTION = "Removes the degradation: IR-SDE sampling from the degraded image, conditioned on DA-CLIP embeddings."
 
     def restore(self, restoration_model: RestorationModelHandle, image: torch.Tensor, embeds: DACLIPEmbeds,
-                sampler: str = "posterior", steps: int = 100, seed: int = 0, tile_size: int = 0, tile_overlap: int = 32,
+                sampler: str = "posterior", steps: int = 0, seed: int = 0, tile_size: int = 0, tile_overlap: int = 32,
                 color_fix: str = "none"):
         unet = restoration_model.unet
         images = comfy_image_to_batch(image)
@@ -444,9 +448,11 @@ class DACLIPRestore:
                 restoration_model.name,
             )
         scheduler = scheduler_for_sampler(sampler, restoration_model.scheduler_config)
+        steps = steps or DEFAULT_STEPS[sampler]
+        scheduler.set_timesteps(steps)  # the pipeline sets it again; here to size the progress bar (mrs may take fewer)
         pipe = _pipeline(unet=unet, scheduler=scheduler)
         conditioning = {"content_embeds": embeds.content_embeds, "degradation_embeds": embeds.degradation_embeds}
-        progress = comfy_adapter.progress_bar(steps)
+        progress = comfy_adapter.progress_bar(len(scheduler.timesteps))
 
         def on_step_end(pipe, step_index, timestep, tensors):
             progress.update(1)

@@ -95,6 +95,53 @@ def build_schedule(name: str, num_steps: int, max_sigma: float, eps: float) -> I
     return IRSDESchedule(thetas, sigmas, thetas_cumsum, sigma_bars, dt)
 
 
+def check_sde_config(num_train_timesteps, max_sigma, schedule: str, eps, prediction_type: str) -> float:
+    """Validate the IR-SDE keys every scheduler here shares; returns λ (`max_sigma`) as a fraction.
+
+    The authors read λ on a 0..255 scale when it is ≥ 1 and as a fraction otherwise (50 → 0.196).
+    Raises `ValueError` naming the key and what it expects.
+    """
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"prediction_type must be one of {PREDICTION_TYPES} (what the UNet predicts: the noise ε, as the "
+            f"authors, or the clean image x₀), not {prediction_type!r}."
+        )
+    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, numbers.Integral):
+        raise ValueError(f"num_train_timesteps must be a positive integer, not {num_train_timesteps!r}.")
+    if num_train_timesteps < 1:
+        raise ValueError(f"num_train_timesteps must be a positive integer, not {num_train_timesteps!r}.")
+    if isinstance(max_sigma, bool) or not isinstance(max_sigma, numbers.Real) or not max_sigma > 0:
+        raise ValueError(
+            f"max_sigma must be a positive number (50 on a 0..255 scale, or a fraction such as 0.2), "
+            f"not {max_sigma!r}."
+        )
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < 1:
+        raise ValueError(f"eps (e^(-θ̄_N dt), the share of x₀ − μ left at t = N) must lie in (0, 1), not {eps!r}.")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}.")
+    return float(max_sigma) / 255 if max_sigma >= 1 else float(max_sigma)
+
+
+def draw_noise(shape, generator: Generators, device, variance_noise: Optional[torch.Tensor]) -> torch.Tensor:
+    """z ~ N(0, I) in float32: `variance_noise` if given (checked against `shape`), otherwise drawn with `generator`."""
+    if variance_noise is not None:
+        if tuple(variance_noise.shape) != tuple(shape):
+            raise ValueError(f"variance_noise must have shape {tuple(shape)}, got {tuple(variance_noise.shape)}.")
+        return variance_noise.to(device=device, dtype=torch.float32)
+    return randn_tensor(tuple(shape), generator=generator, device=device, dtype=torch.float32)
+
+
+def compatible_schedulers() -> list:
+    """The three IR-SDE schedulers, which swap with `from_config` in every direction.
+
+    diffusers looks for compatible classes only inside diffusers; ours live here. Listing all three lets
+    `from_config` hide the other classes' keys (e.g. `solver_order`) instead of warning about them.
+    """
+    from .scheduling_mrs import MRSamplerScheduler  # that module builds on this one
+
+    return [IRSDEScheduler, IRSDEPosteriorScheduler, MRSamplerScheduler]
+
+
 class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
     """What both IR-SDE samplers share: the schedule maths, time bookkeeping, the start state and training.
 
@@ -107,27 +154,8 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
     def _setup(
         self, num_train_timesteps: int, max_sigma: float, schedule: str, eps: float, prediction_type: str
     ) -> None:
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"prediction_type must be one of {PREDICTION_TYPES} (what the UNet predicts: the noise ε, as the "
-                f"authors, or the clean image x₀), not {prediction_type!r}."
-            )
-        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, numbers.Integral):
-            raise ValueError(f"num_train_timesteps must be a positive integer, not {num_train_timesteps!r}.")
-        if num_train_timesteps < 1:
-            raise ValueError(f"num_train_timesteps must be a positive integer, not {num_train_timesteps!r}.")
-        if isinstance(max_sigma, bool) or not isinstance(max_sigma, numbers.Real) or not max_sigma > 0:
-            raise ValueError(
-                f"max_sigma must be a positive number (50 on a 0..255 scale, or a fraction such as 0.2), "
-                f"not {max_sigma!r}."
-            )
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < 1:
-            raise ValueError(f"eps (e^(-θ̄_N dt), the share of x₀ − μ left at t = N) must lie in (0, 1), not {eps!r}.")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}.")
-        # The authors read λ on a 0..255 scale when it is ≥ 1 and as a fraction otherwise. `self.max_sigma`
-        # is that fraction (0.196 for the default 50); `self.config.max_sigma` keeps the value as given.
-        self.max_sigma = float(max_sigma) / 255 if max_sigma >= 1 else float(max_sigma)
+        # `self.max_sigma` is λ as a fraction (0.196 for the default 50); `self.config.max_sigma` keeps the value as given.
+        self.max_sigma = check_sde_config(num_train_timesteps, max_sigma, schedule, eps, prediction_type)
         self.init_noise_sigma = self.max_sigma
         # Training always uses the schedule on T steps; sampling may rebuild it on N (`set_timesteps`).
         self.training_schedule = build_schedule(schedule, int(num_train_timesteps), self.max_sigma, float(eps))
@@ -152,9 +180,7 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
 
     @classmethod
     def _get_compatibles(cls):
-        # diffusers looks for compatible classes only inside diffusers; ours live here. Listing both lets
-        # `from_config` hide the other class's keys (e.g. `solver`) instead of warning about them.
-        return [IRSDEScheduler, IRSDEPosteriorScheduler]
+        return compatible_schedulers()
 
     # -- time ------------------------------------------------------------------------------------------
     def _unet_timesteps(self, num_steps: int, device=None) -> torch.Tensor:
@@ -230,14 +256,7 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
     def _float32(*tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return tuple(tensor.float() for tensor in tensors)
 
-    @staticmethod
-    def _noise(shape, generator: Generators, device, variance_noise: Optional[torch.Tensor]) -> torch.Tensor:
-        """z ~ N(0, I) in float32: `variance_noise` if given, otherwise drawn with `generator`."""
-        if variance_noise is not None:
-            if tuple(variance_noise.shape) != tuple(shape):
-                raise ValueError(f"variance_noise must have shape {tuple(shape)}, got {tuple(variance_noise.shape)}.")
-            return variance_noise.to(device=device, dtype=torch.float32)
-        return randn_tensor(tuple(shape), generator=generator, device=device, dtype=torch.float32)
+    _noise = staticmethod(draw_noise)
 
     @staticmethod
     def _reverse_drift(theta, sigma, sigma_bar, dt, sample, model_output, mu, diffusion_weight: float):

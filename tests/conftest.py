@@ -37,3 +37,16 @@ def tiny_model_args():
         "--unet", str(WEIGHTS / "universal-ir_tiny.pth"),
         "--daclip-config", str(PARITY / "daclip_tiny.json"),
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+    """The tiny fixture pair (authors' formats) as a DACLIPPipeline with the authors' posterior scheduler; build your
+    own `DACLIPPipeline(tiny_pipeline.daclip, tiny_pipeline.unet, scheduler)` to change the scheduler."""
+    from daclip import DACLIPPipeline
+
+    pipe = DACLIPPipeline.from_original_checkpoints(
+        WEIGHTS / "daclip_tiny.pt", WEIGHTS / "universal-ir_tiny.pth", daclip_config=PARITY / "daclip_tiny.json"
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

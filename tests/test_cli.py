@@ -56,6 +56,57 @@ def test_restore_with_other_samplers_and_a_degradation_text(photos, tmp_path, mo
     assert "(rainy)" in capsys.readouterr().out
 
 
+def test_restore_with_the_mr_sampler_defaults_to_its_20_steps(photos, tmp_path, model_args, tiny_pipeline, capsys):
+    import torch
+
+    from daclip import DACLIPPipeline, MRSamplerScheduler
+
+    assert main(["restore", str(photos / "first.png"), "-o", str(tmp_path / "mrs"), "--sampler", "mrs", *model_args]) == 0
+    pipe = DACLIPPipeline(
+        tiny_pipeline.daclip, tiny_pipeline.unet, MRSamplerScheduler.from_config(tiny_pipeline.scheduler.config)
+    )
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(PIL.Image.open(photos / "first.png"), num_inference_steps=20, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(np.asarray(PIL.Image.open(tmp_path / "mrs" / "first.png")), np.asarray(expected.images[0]))
+    assert main([
+        "restore", str(photos / "first.png"), "-o", str(tmp_path / "o1"), "--sampler", "mrs", "--solver-order", "1",
+        "--steps", "4", *model_args,
+    ]) == 0
+    capsys.readouterr()
+    # --solver-order belongs to the MR Sampler; an impossible order is a usage error, not a traceback
+    assert main(["restore", str(photos / "first.png"), "-o", str(tmp_path / "x"), "--solver-order", "2",
+                 "--sampler", "ode", *model_args]) == 2
+    assert "--sampler mrs" in capsys.readouterr().err
+
+
+def test_threads_option_sets_torch_threads(photos, tmp_path, model_args, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["restore", str(photos / "first.png"), "-o", str(tmp_path / "t"), "--steps", "1", "--threads", "1",
+                     *model_args]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert main(["restore", str(photos / "first.png"), "-o", str(tmp_path / "u"), "--threads", "0", *model_args]) == 2
+
+
+def test_default_threads_divide_the_cores_among_launched_processes(monkeypatch):
+    from daclip.utils.threads import available_cores, default_cpu_threads, local_process_count
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_cpu_threads(1) is None  # alone: torch's own default
+    assert default_cpu_threads(2) == max(1, available_cores() // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert local_process_count() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what accelerate launch / torchrun set when the user chose nothing
+    assert default_cpu_threads(4) == max(1, available_cores() // 4)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice is kept
+    assert default_cpu_threads(4) is None
+
+
 def test_restore_never_overwrites_inputs_or_outputs(photos, tmp_path, model_args, capsys):
     before = (photos / "first.png").read_bytes()
     assert main(["restore", str(photos / "first.png"), "-o", str(photos), "--steps", "1", *model_args]) == 2

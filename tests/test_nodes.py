@@ -243,9 +243,9 @@ def test_degradation_from_text_is_the_pipelines(daclip_handle, tiny_pipe, lq):
 # -----------------------------------------------------------------------------------------------------------
 # Restore
 # -----------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sampler", ["posterior", "sde", "ode"])
+@pytest.mark.parametrize("sampler", ["posterior", "sde", "ode", "mrs"])
 def test_restore_gives_the_pipelines_pixels(daclip_handle, unet_handle, tiny_pipe, lq, sampler):
-    from daclip.pipelines.daclip.pipeline_daclip import scheduler_for_sampler
+    from daclip.schedulers import scheduler_for_sampler
 
     image = comfy_image(lq, lq[:, ::-1].copy())
     (embeds,) = nodes.DACLIPEncodeImage().encode(daclip_handle, image)
@@ -257,6 +257,24 @@ def test_restore_gives_the_pipelines_pixels(daclip_handle, unet_handle, tiny_pip
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(
         image.movedim(-1, 1), num_inference_steps=2, generator=torch.Generator().manual_seed(1234), output_type="pt"
+    ).images
+    torch.testing.assert_close(restored, expected.movedim(1, -1), rtol=0, atol=1e-6)
+
+
+def test_restore_node_offers_every_sampler_and_zero_steps_means_the_samplers_default(daclip_handle, unet_handle, tiny_pipe, lq):
+    from daclip.schedulers import DEFAULT_STEPS, SAMPLERS, MRSamplerScheduler
+
+    required = nodes.DACLIPRestore.INPUT_TYPES()["required"]
+    assert required["sampler"][0] == list(SAMPLERS) and "mrs" in SAMPLERS
+    assert required["steps"][1]["default"] == 0
+    image = comfy_image(lq)
+    (embeds,) = nodes.DACLIPEncodeImage().encode(daclip_handle, image)
+    (restored,) = nodes.DACLIPRestore().restore(unet_handle, image, embeds, "mrs", 0, 3)
+    pipe = DACLIPPipeline(tiny_pipe.daclip, tiny_pipe.unet, MRSamplerScheduler.from_config(tiny_pipe.scheduler.config))
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(
+        image.movedim(-1, 1), num_inference_steps=DEFAULT_STEPS["mrs"], generator=torch.Generator().manual_seed(3),
+        output_type="pt",
     ).images
     torch.testing.assert_close(restored, expected.movedim(1, -1), rtol=0, atol=1e-6)
 

@@ -182,9 +182,12 @@ def test_from_config_swaps_both_ways_without_warnings(caplog):
     # diffusers keeps the other class's keys hidden in the config, so a round trip restores the solver
     assert back.config.solver == "ode" and switched.config.solver == "ode"
     assert isinstance(fresh, IRSDEPosteriorScheduler) and fresh.config.eps == 0.005
+    from daclip import MRSamplerScheduler
+
     assert set(IRSDEScheduler().compatibles) == set(IRSDEPosteriorScheduler().compatibles) == {
         IRSDEScheduler,
         IRSDEPosteriorScheduler,
+        MRSamplerScheduler,
     }
 
 
@@ -444,9 +447,9 @@ def test_clip_sample_is_off_by_default_and_clamps_the_clean_estimate():
 def test_switching_sampler_keeps_what_the_unet_predicts():
     """The CLI's --sampler and the Restore node's sampler rebuild the scheduler from the saved config: a UNet that
     predicts x₀ must still be read as one."""
-    from daclip.pipelines.daclip.pipeline_daclip import scheduler_for_sampler
+    from daclip.schedulers import SAMPLERS, scheduler_for_sampler
 
     saved = IRSDEPosteriorScheduler(prediction_type="sample", max_sigma=10).config
-    for sampler in ("posterior", "sde", "ode"):
+    for sampler in SAMPLERS:
         scheduler = scheduler_for_sampler(sampler, saved)
         assert (scheduler.config.prediction_type, scheduler.config.max_sigma) == ("sample", 10)

@@ -16,7 +16,9 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput, logging
 
-from ...schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
+from ...schedulers import IRSDEPosteriorScheduler, IRSDEScheduler, MRSamplerScheduler
+from ...schedulers import compatible_schedulers
+from ...schedulers.samplers import SAMPLERS, scheduler_for_sampler  # noqa: F401  (re-exported: imported from here before)
 from .hub import download_original_checkpoints, download_pipeline_folder, is_remote_code_layout, write_remote_code_layout
 from .color_fix import COLOR_FIX_METHODS, apply_color_fix
 from .image_processing import ImageInput, postprocess, to_rgb_tensors
@@ -53,8 +55,8 @@ class DACLIPPipeline(DiffusionPipeline):
     Components:
         daclip ([`DACLIPModel`]): gives the degradation and clean-content embeddings of the degraded image.
         unet ([`DACLIPUNet2DModel`]): predicts the noise of the IR-SDE, conditioned on both embeddings.
-        scheduler ([`IRSDEPosteriorScheduler`] or [`IRSDEScheduler`]): walks from `degraded + noise` to the
-            restored image.
+        scheduler ([`IRSDEPosteriorScheduler`], [`IRSDEScheduler`] or [`MRSamplerScheduler`]): walks from
+            `degraded + noise` to the restored image.
 
     ```py
     >>> pipe = DACLIPPipeline.from_original_checkpoints("daclip_ViT-B-32.pt", "universal-ir.pth")
@@ -71,7 +73,7 @@ class DACLIPPipeline(DiffusionPipeline):
         self,
         daclip: DACLIPModel,
         unet: DACLIPUNet2DModel,
-        scheduler: Union[IRSDEPosteriorScheduler, IRSDEScheduler],
+        scheduler: Union[IRSDEPosteriorScheduler, IRSDEScheduler, MRSamplerScheduler],
     ):
         super().__init__()
         self.register_modules(daclip=daclip, unet=unet, scheduler=scheduler)
@@ -85,7 +87,7 @@ class DACLIPPipeline(DiffusionPipeline):
         daclip_path: Union[str, os.PathLike],
         unet_path: Union[str, os.PathLike],
         daclip_config: Optional[Union[dict, str, os.PathLike]] = None,
-        scheduler: Optional[Union[IRSDEPosteriorScheduler, IRSDEScheduler]] = None,
+        scheduler: Optional[Union[IRSDEPosteriorScheduler, IRSDEScheduler, MRSamplerScheduler]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> "DACLIPPipeline":
         """Build the pipeline from the authors' released files (e.g. `daclip_ViT-B-32.pt` + `universal-ir.pth`).
@@ -533,15 +535,9 @@ def check_components_match(daclip: DACLIPModel, unet: DACLIPUNet2DModel, daclip_
         )
 
 
-def compatible_schedulers() -> Tuple[type, ...]:
-    """The schedulers that sample this pipeline: the IR-SDE family, as the schedulers list it themselves
-    (`_get_compatibles`, which `from_config` also uses to swap them)."""
-    return tuple(IRSDEPosteriorScheduler._get_compatibles())
-
-
 def check_scheduler(scheduler) -> None:
     """Raise `TypeError` unless `scheduler` is one of `compatible_schedulers()`."""
-    compatible = compatible_schedulers()
+    compatible = tuple(compatible_schedulers())
     if not isinstance(scheduler, compatible):
         names = ", ".join(cls.__name__ for cls in compatible)
         raise TypeError(
@@ -576,15 +572,3 @@ def _check_from_pretrained_kwargs(kwargs: Dict[str, object]) -> None:
             + "; ".join(refused + [f"{key} (unknown argument)" for key in unknown])
             + f". Supported: {', '.join(_DOWNLOAD_KWARGS + _MODEL_KWARGS + _OTHER_KWARGS)}."
         )
-
-
-SAMPLERS = ("posterior", "sde", "ode")
-
-
-def scheduler_for_sampler(sampler: str, config) -> Union[IRSDEPosteriorScheduler, IRSDEScheduler]:
-    """"posterior" | "sde" | "ode" → a scheduler with the schedule settings of `config` (any IR-SDE config)."""
-    if sampler == "posterior":
-        return IRSDEPosteriorScheduler.from_config(config)
-    if sampler in ("sde", "ode"):
-        return IRSDEScheduler.from_config(config, solver=sampler)
-    raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}.")

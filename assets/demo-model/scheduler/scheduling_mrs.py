@@ -1,2 +1,2 @@
 # Re-export for `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`; needs `pip install daclip`.
-from daclip import IRSDEPosteriorScheduler  # noqa: F401
+from daclip import MRSamplerScheduler  # noqa: F401
