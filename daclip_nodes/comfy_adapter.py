@@ -184,7 +184,8 @@ def manage_model(module: torch.nn.Module, load_device: torch.device, offload_dev
     for it, and unload it ("Unload Models", "Free model and node cache", other models' loads). None outside."""
     if not IN_COMFYUI:
         return None
-    container = _PatchedModule(module)
+    # Named after the model, since ComfyUI's log says "Requested to load <class name>".
+    container = type(type(module).__name__, (_PatchedModule,), {})(module)
     return _model_patcher.ModelPatcher(
         container, load_device=load_device, offload_device=offload_device, size=module_size(container)
     )

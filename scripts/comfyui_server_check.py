@@ -13,6 +13,11 @@ progress and preview messages of the Restore node over the websocket and saving 
 server to unload models and free its node cache (`POST /free`, what the "Unload Models" and "Free model and
 node cache" buttons send) and runs the first workflow again, which must load the models afresh and succeed.
 Exit code 0 when everything passed.
+
+`--demo-model` runs the workflows with the bundled demo model in both loaders (for a machine without the
+released weights), `--image`/`--steps` make the runs smaller, and `--thumbnails DIR` writes each workflow's
+templates-browser thumbnail (`<name>.jpg`: the input's left half beside the result's right half, or the
+input with the detection report) from what the server returned (needs Pillow).
 """
 from __future__ import annotations
 
@@ -59,6 +64,7 @@ def run_prompt(base: str, graph: dict, out: Path, label: str, timeout: float, ov
     reply = request(base + "/prompt", {"prompt": graph, "client_id": client_id})
     prompt_id = reply["prompt_id"]
     progress, previews, errors, executed = [], [], [], {}
+    inputs = [node["inputs"]["image"] for node in graph.values() if node["class_type"] == "LoadImage"]
     try:
         while True:
             message = socket.recv()
@@ -100,8 +106,35 @@ def run_prompt(base: str, graph: dict, out: Path, label: str, timeout: float, ov
     return {
         "status": status, "seconds": round(seconds, 1), "errors": errors, "progress_messages": len(progress),
         "last_progress": progress[-1] if progress else None, "previews": len(previews), "images": images,
-        "text": texts,
+        "text": texts, "inputs": inputs,
     }
+
+
+def write_thumbnail(base: str, result: dict, path: Path, width: int = 512) -> None:
+    """Before | after (or the input with the detection report), `width` pixels wide, as JPEG."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    query = urllib.parse.urlencode({"filename": result["inputs"][0], "type": "input"})
+    with urllib.request.urlopen(f"{base}/view?{query}", timeout=60) as response:
+        before = Image.open(io.BytesIO(response.read())).convert("RGB")
+    if result["images"]:
+        after = Image.open(result["images"][0]).convert("RGB").resize(before.size)
+        picture = before.copy()
+        half = before.width // 2
+        picture.paste(after.crop((half, 0, before.width, before.height)), (half, 0))
+        ImageDraw.Draw(picture).line([(half, 0), (half, before.height)], fill=(255, 255, 255), width=2)
+    else:
+        picture = before.copy()
+        report = result["text"][0] if result["text"] else ""
+        lines = report.splitlines()[:6]
+        draw = ImageDraw.Draw(picture)
+        draw.rectangle([0, 0, picture.width, 14 * len(lines) + 10], fill=(0, 0, 0))
+        for index, line in enumerate(lines):
+            draw.text((8, 5 + 14 * index), line, fill=(255, 255, 255))
+    height = round(picture.height * width / picture.width)
+    picture.resize((width, height), Image.LANCZOS).save(path, "JPEG", quality=88)
 
 
 def main() -> int:
@@ -112,10 +145,23 @@ def main() -> int:
                         help="API workflow(s) to run (default: workflows/api/daclip_restore_demo.json)")
     parser.add_argument("--steps", type=int, help="override the Restore node's steps (faster checks)")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--demo-model", action="store_true", help="use the bundled demo-model/ in both loaders")
+    parser.add_argument("--image", help="override LoadImage's image (a file in ComfyUI/input)")
+    parser.add_argument("--thumbnails", type=Path, help="write <workflow name>.jpg thumbnails into this folder")
+    parser.add_argument("--set", action="append", default=[], metavar="CLASS.INPUT=JSON",
+                        help="override an input of every node of a class, e.g. DACLIPRestore.tile_size=256")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     workflows = args.workflow or [REPOSITORY / "workflows" / "api" / "daclip_restore_demo.json"]
     overrides = {"DACLIPRestore": {"steps": args.steps}} if args.steps else {}
+    if args.demo_model:
+        overrides["DACLIPLoader"] = overrides["DACLIPRestorationModelLoader"] = {"model_name": "demo-model/"}
+    if args.image:
+        overrides["LoadImage"] = {"image": args.image}
+    for setting in args.set:
+        target, value = setting.split("=", 1)
+        class_type, input_name = target.split(".", 1)
+        overrides.setdefault(class_type, {})[input_name] = json.loads(value)
     failures = []
 
     info = request(args.url + "/object_info")
@@ -128,6 +174,9 @@ def main() -> int:
     def run(path: Path, label: str):
         result = run_prompt(args.url, json.loads(path.read_text()), args.out, label, args.timeout, overrides)
         print(f"{label}: {path.name}: {json.dumps(result)}")
+        if args.thumbnails and label == "run" and result["status"] == "success":
+            args.thumbnails.mkdir(parents=True, exist_ok=True)
+            write_thumbnail(args.url, result, args.thumbnails / f"{path.stem}.jpg")
         if result["status"] != "success" or result["errors"]:
             failures.append(f"{label} {path.name}: {result['status']} {result['errors']}")
         return result

@@ -467,8 +467,42 @@ def _check_value(node_id, name, spec, value):
 
 
 def test_example_workflows_exist():
-    assert WORKFLOW_NAMES == ["daclip_detect", "daclip_restore", "daclip_restore_demo", "daclip_restore_text"]
+    assert WORKFLOW_NAMES == [
+        "daclip_detect", "daclip_restore", "daclip_restore_demo", "daclip_restore_text", "daclip_restore_tiled"
+    ]
     assert all((WORKFLOWS / "api" / f"{name}.json").is_file() for name in WORKFLOW_NAMES)
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_has_a_thumbnail_for_the_templates_browser(name):
+    # ComfyUI's templates browser shows `<name>.jpg` beside `<name>.json`.
+    with PIL.Image.open(WORKFLOWS / f"{name}.jpg") as thumbnail:
+        assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 128
+
+
+RELEASED_URL = "https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/resolve/main/"
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_names_its_released_models_for_the_missing_models_dialog(name):
+    """Each loader whose file is one of the authors' released files carries the frontend's model metadata
+    (`properties.models`: name, url, directory; the frontend offers the ones whose name is the widget's value
+    and that models/<directory> lacks); the bundled demo model needs none."""
+    from daclip.pipelines.daclip.hub import ORIGINAL_CHECKPOINTS
+
+    released = {filename for pair in ORIGINAL_CHECKPOINTS.values() for filename in pair}
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    loaders = [node for node in ui["nodes"] if node["type"] in ("DACLIPLoader", "DACLIPRestorationModelLoader")]
+    assert loaders
+    for node in loaders:
+        model_name = node["widgets_values"][0]
+        if model_name == "demo-model/":
+            assert "models" not in node["properties"]
+            continue
+        assert model_name in released
+        assert node["properties"]["models"] == [
+            {"name": model_name, "url": RELEASED_URL + model_name, "directory": comfy_adapter.MODEL_FOLDER}
+        ]
 
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)

@@ -209,7 +209,26 @@ def download_pipeline_folder(repo_id: str, **kwargs) -> str:
 # ----------------------------------------------------------------------------------------------------
 # The remote-code layout
 # ----------------------------------------------------------------------------------------------------
+# How to get the package, for the error a shim raises where `daclip` is not importable. (Written as
+# `import daclip as ...` inside try: diffusers scans remote code for `from X import` lines and would print its own
+# "Run `pip install daclip`", but no distribution of that name is published.)
+INSTALL_HINT = "install it from a clone of its repository: `pip install -e <clone>` (see the README there)"
+
+
 def shim_source(class_name: str) -> str:
+    return (
+        "# Re-export for `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`: the class is the daclip\n"
+        "# package's, so that package must be importable.\n"
+        "try:\n"
+        "    import daclip as _daclip\n"
+        "except ImportError as error:\n"
+        f'    raise ImportError("this pipeline folder needs the daclip package: {INSTALL_HINT}.") from error\n'
+        f"{class_name} = _daclip.{class_name}\n"
+    )
+
+
+def _earlier_shim_source(class_name: str) -> str:
+    """The shim written before `shim_source` raised its own hint; folders saved then still load."""
     return (
         "# Re-export for `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`; needs `pip install daclip`.\n"
         f"from daclip import {class_name}  # noqa: F401\n"
@@ -253,7 +272,7 @@ def check_shims_are_ours(folder: Union[str, os.PathLike]) -> None:
             expected[Path(name) / f"{entry[0]}.py"] = entry[1]
     for relative_path, class_name in expected.items():
         path = folder / relative_path
-        if path.is_file() and path.read_text() != shim_source(class_name):
+        if path.is_file() and path.read_text() not in (shim_source(class_name), _earlier_shim_source(class_name)):
             raise ValueError(
                 f"{path} is not the one-line re-export daclip writes; refusing to run code from it. "
                 "Load it with DiffusionPipeline.from_pretrained(..., trust_remote_code=True) only if you trust it."
