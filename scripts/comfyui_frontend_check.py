@@ -200,13 +200,16 @@ def main() -> int:
         page.js("app.queuePrompt(0, 1).then(() => true)")
         started = time.time()
         preview = page.wait_for("(() => { const p = app.nodePreviewImages && app.nodePreviewImages[%s];"
-                                " return p && p.length ? p[0] : '' })()" % json.dumps(restore_id), args.timeout, every=1)
+                                " if (p && p.length) return p[0];"
+                                " const n = app.graph.getNodeById(%s); return n && n.imgs && n.imgs.length ? n.imgs[0].src : '' })()"
+                                % (json.dumps(restore_id), json.dumps(restore_id)), args.timeout, every=1)
         if preview:
             time.sleep(1)
             page.screenshot(args.out / "running.png")
         check(bool(preview), f"the Restore node shows a step preview while it samples ({preview})")
         done = page.wait_for("(() => { const n = app.graph._nodes.find(n => n.type === 'SaveImage');"
-                             " return !!(app.nodeOutputs && app.nodeOutputs[String(n.id)]) })()", args.timeout, every=2)
+                             " return !!((app.nodeOutputs && app.nodeOutputs[String(n.id)]) || (n.imgs && n.imgs.length)) })()",
+                             args.timeout, every=2)
         time.sleep(2)
         page.screenshot(args.out / "done.png")
         check(bool(done), f"the run finished from the page with a saved image ({time.time() - started:.0f} s)")
