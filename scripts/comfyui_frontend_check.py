@@ -157,10 +157,10 @@ def main() -> int:
         time.sleep(3)
         page.js("""(() => { for (const e of document.querySelectorAll('*'))
                  if (e.children.length === 0 && e.textContent.trim() === '%s') { e.click(); return true } return false })()""" % pack)
-        shown = page.wait_for("[...document.querySelectorAll('img')].filter(i => %s.some(n => i.src.includes(n + '.jpg'))"
-                              " && i.complete && i.naturalWidth > 0).length" % json.dumps(names), 20)
-        sources = page.js("[...document.querySelectorAll('img')].map(i => i.src).filter(s => s.includes('daclip'))")
-        print(f"  template images: {sources}")
+        # Thumbnails the dialog itself loaded (not this script's fetch() calls above).
+        shown = page.wait_for("new Set(performance.getEntriesByType('resource').filter(e => e.initiatorType !== 'fetch'"
+                              " && e.name.includes('/workflow_templates/%s/') && e.name.endsWith('.jpg'))"
+                              ".map(e => e.name)).size" % pack, 20)
         page.screenshot(args.out / "templates.png")
         check((shown or 0) >= min(3, len(names)), f"templates dialog shows {shown} DA-CLIP thumbnails loaded (of"
               f" {len(names)}; the rest below the fold)")
