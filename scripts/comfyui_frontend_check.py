@@ -24,6 +24,7 @@ import argparse
 import base64
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -131,6 +132,7 @@ def main() -> int:
         if not ok:
             failures.append(message)
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that Chromium is stopped below on `kill` too
     profile = tempfile.mkdtemp(prefix="daclip-chromium-")
     process, ws_url = start_chromium(args.chromium, args.port, profile)
     try:
