@@ -159,13 +159,14 @@ def main() -> int:
         time.sleep(3)
         page.js("""(() => { for (const e of document.querySelectorAll('*'))
                  if (e.children.length === 0 && e.textContent.trim() === '%s') { e.click(); return true } return false })()""" % pack)
-        # Thumbnails the dialog itself loaded (not this script's fetch() calls above).
-        shown = page.wait_for("new Set(performance.getEntriesByType('resource').filter(e => e.initiatorType !== 'fetch'"
-                              " && e.name.includes('/workflow_templates/%s/') && e.name.endsWith('.jpg'))"
-                              ".map(e => e.name)).size" % pack, 20)
+        # The dialog's cards: one per workflow, titled with its name, showing its thumbnail (a blob: image the
+        # frontend made from the .jpg it fetched).
+        shown = page.wait_for("[...document.querySelectorAll('.template-card')].filter(card => {"
+                              " const title = card.querySelector('h3'); const img = card.querySelector('img');"
+                              " return title && %s.includes(title.textContent.trim()) && img && img.complete"
+                              " && img.naturalWidth > 0 }).length" % json.dumps(names), 20)
         page.screenshot(args.out / "templates.png")
-        check((shown or 0) >= min(3, len(names)), f"templates dialog shows {shown} DA-CLIP thumbnails loaded (of"
-              f" {len(names)}; the rest below the fold)")
+        check(shown == len(names), f"templates dialog shows {shown} of {len(names)} DA-CLIP workflows with their thumbnail")
         page.js(CLOSE_DIALOGS)
         time.sleep(1)
 
