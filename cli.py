@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .pipelines.daclip.color_fix import COLOR_FIX_METHODS
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -84,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="restore in overlapping tiles of this many pixels (e.g. 512) to bound memory on large images",
     )
     restore.add_argument("--tile-overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
+    restore.add_argument(
+        "--color-fix",
+        default="none",
+        choices=list(COLOR_FIX_METHODS),
+        help="none: the model's colours (default); wavelet / adain: carry the input's colour over to the output "
+        "(against colour casts; not for low-light or haze, whose colour is meant to change)",
+    )
     restore.add_argument("--recursive", action="store_true", help="also look into subfolders of folder inputs")
     restore.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
@@ -323,6 +332,7 @@ def run_restore(args) -> int:
                 degradation=degradation,
                 tile_size=args.tile_size,
                 tile_overlap=args.tile_overlap,
+                color_fix=args.color_fix,
             )
             save_atomically(result.images[0], target)
             tqdm.write(f"{tag}{source} -> {target} ({result.degradations[0]})")

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from ..pipelines.daclip.color_fix import COLOR_FIX_METHODS
 from ..pipelines.daclip.modeling_daclip import DACLIPModel
 from ..pipelines.daclip.pipeline_daclip import SAMPLERS, DACLIPPipeline, check_components_match, scheduler_for_sampler
 from ..pipelines.daclip.unet_daclip import DACLIPUNet2DModel
@@ -466,6 +467,11 @@ class DACLIPRestore:
                     "default": 32, "min": 0, "max": 4096, "step": 8,
                     "tooltip": "Pixels shared by neighbouring tiles (blended), below half the tile size.",
                 }),
+                "color_fix": (list(COLOR_FIX_METHODS), {
+                    "default": "none",
+                    "tooltip": "none: the model's colours. wavelet / adain: carry the input's colour over to the "
+                               "result (against colour casts); not for low-light or haze, whose colour should change.",
+                }),
             },
         }
 
@@ -476,7 +482,8 @@ class DACLIPRestore:
     DESCRIPTION = "Removes the degradation: IR-SDE sampling from the degraded image, conditioned on DA-CLIP embeddings."
 
     def restore(self, restoration_model: RestorationModelHandle, image: torch.Tensor, embeds: DACLIPEmbeds,
-                sampler: str = "posterior", steps: int = 100, seed: int = 0, tile_size: int = 0, tile_overlap: int = 32):
+                sampler: str = "posterior", steps: int = 100, seed: int = 0, tile_size: int = 0, tile_overlap: int = 32,
+                color_fix: str = "none"):
         unet = restoration_model.unet
         images = comfy_image_to_batch(image)
         embeds = embeds.for_batch(images.shape[0])
@@ -522,6 +529,7 @@ class DACLIPRestore:
                 callback_on_step_end_tensor_inputs=["pred_original_sample"],
                 tile_size=tile_size or None,
                 tile_overlap=tile_overlap,
+                color_fix=color_fix,
                 **conditioning,
             )
         return (batch_to_comfy_image(output.images),)

@@ -1,6 +1,12 @@
 """Training data: degradation synthesis and datasets (the authors' paired layout, on-the-fly synthetic pairs,
 DA-CLIP caption CSVs)."""
-from .datasets import CaptionDataset, PairedDegradationDataset, SyntheticDegradationDataset, write_caption_csv
+from .datasets import (
+    CaptionDataset,
+    PairedDegradationDataset,
+    SyntheticDegradationDataset,
+    UnpairedImagesError,
+    write_caption_csv,
+)
 from .degradations import DEGRADATION_FUNCTIONS, SYNTHESISABLE, degrade, random_stroke_mask
 
 __all__ = [
@@ -9,6 +15,7 @@ __all__ = [
     "PairedDegradationDataset",
     "SYNTHESISABLE",
     "SyntheticDegradationDataset",
+    "UnpairedImagesError",
     "degrade",
     "random_stroke_mask",
     "write_caption_csv",

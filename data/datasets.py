@@ -229,6 +229,15 @@ def _by_stem(folder: Path) -> Dict[str, Path]:
     return found
 
 
+class UnpairedImagesError(ValueError):
+    """A paired folder has LQ images without a GT of the same name, or GT images without an LQ. `details` says
+    which; the message adds the Python fix (`strict=False`); the training scripts name their flag instead."""
+
+    def __init__(self, details: str):
+        super().__init__(details + " (pass strict=False to skip them)")
+        self.details = details
+
+
 class PairedDegradationDataset(_SeededItems, Dataset):
     """LQ/GT pairs in the authors' layout: `root/<degradation>/LQ/*` and `root/<degradation>/GT/*`.
 
@@ -266,9 +275,16 @@ class PairedDegradationDataset(_SeededItems, Dataset):
         if degradations is None:
             found = [p.name for p in self.root.iterdir() if (p / "LQ").is_dir() and (p / "GT").is_dir()]
             if not found:
+                hint = (
+                    f"; {self.root} itself holds LQ/ and GT/: give its parent folder {self.root.parent}, with one "
+                    f"sub-folder per degradation named by its label ({self.root.name} is read as a label)"
+                    if (self.root / "LQ").is_dir() or (self.root / "GT").is_dir()
+                    else ""
+                )
                 raise ValueError(
                     f"no <degradation>/LQ and <degradation>/GT folders under {self.root}; expected the layout "
                     f"root/<degradation>/{{LQ,GT}}/<images>, e.g. root/hazy/LQ/0001.png and root/hazy/GT/0001.png"
+                    + hint
                 )
             degradations = [label for label in DEGRADATIONS if label in found]
             degradations += sorted(label for label in found if label not in DEGRADATIONS)
@@ -292,7 +308,7 @@ class PairedDegradationDataset(_SeededItems, Dataset):
                     f"{len(only_gt)} only in {gt_dir} {only_gt[:5]}"
                 )
                 if strict:
-                    raise ValueError(message + " (pass strict=False to skip them)")
+                    raise UnpairedImagesError(message)
                 warnings.warn(message + "; skipping them")
             keys = sorted(lq.keys() & gt.keys())
             if not keys:

@@ -21,6 +21,10 @@ degradation loss is used and the zero-initialised injection layers stay as they 
     accelerate launch scripts/train_daclip.py --daclip_model daclip_ViT-B-32.pt \\
         --clean_images_dir photos/ --degradations hazy noisy rainy snowy --output_dir my-daclip
 
+    # degradation-only, on the paired layout train_unet.py reads (the LQ images, labelled by their folder)
+    accelerate launch scripts/train_daclip.py --daclip_model daclip_ViT-B-32.pt \\
+        --train_data_dir my_pairs/ --output_dir my-daclip
+
     # a new DA-CLIP from an open_clip config and pretrained CLIP weights (a real run must start from these)
     accelerate launch scripts/train_daclip.py --clip_config ViT-B-32.json --clip_pretrained open_clip_vit_b32.bin ...
 
@@ -40,7 +44,7 @@ from torch.utils.data import DataLoader
 
 import training_utils as tu
 from daclip import DEGRADATIONS, DACLIPModel
-from daclip.data import CaptionDataset, SYNTHESISABLE, SyntheticDegradationDataset
+from daclip.data import CaptionDataset, PairedDegradationDataset, SYNTHESISABLE, SyntheticDegradationDataset
 from daclip.pipelines.daclip.convert_original import load_open_clip_config
 from daclip.utils import load_torch_checkpoint, strip_prefix
 
@@ -50,8 +54,8 @@ DACLIP_FOLDER = "daclip"
 MAX_LOGIT_SCALE = math.log(100)  # the authors clamp DA-CLIP's logit scale to [0, ln 100] after every step
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=tu.HelpFormatter)
 
     tu.add_daclip_arguments(parser, ": continue training it")
     models = parser.add_argument_group("a new DA-CLIP (instead of --daclip_model)")
@@ -70,7 +74,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     data = parser.add_argument_group("caption data (the authors' CSV)")
     data.add_argument("--train_csv", default=None, help='tab-separated, columns filepath and title = "<caption>: <degradation>"')
     data.add_argument("--image_root", default=None, help="folder the CSV's relative paths are relative to")
-    data.add_argument("--random_crop", action="store_true", help="the authors' --crop: random square crops before the CLIP view")
+    data.add_argument(
+        "--random_crop",
+        action="store_true",
+        help="random square crops, as the authors' crop option (--train_csv: of the short side; --train_data_dir: of "
+        "--resolution) before the CLIP view",
+    )
+    paired = parser.add_argument_group("paired data (train_unet.py's layout; degradation loss only)")
+    paired.add_argument(
+        "--train_data_dir",
+        default=None,
+        help="root/<degradation>/{LQ,GT}/* pairs: DA-CLIP learns each LQ image's label from its folder (GT unused)",
+    )
+    paired.add_argument(
+        "--skip_unpaired", action="store_true", help="skip LQ images without a GT of the same name (and vice versa) "
+        "instead of refusing the dataset"
+    )
     tu.add_clean_image_arguments(parser, resolution=256)
 
     tu.add_training_arguments(
@@ -85,15 +104,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         train_batch_size=64,
         tracker_project_name="daclip-controller",
     )
+    return parser
 
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     tu.finish_training_arguments(parser, args)
     if bool(args.daclip_model) == bool(args.clip_config):
         parser.error("give --daclip_model (continue training) or --clip_config (a new DA-CLIP), not both or neither")
     if args.clip_pretrained and not args.clip_config:
         parser.error("--clip_pretrained goes with --clip_config")
-    if bool(args.train_csv) == bool(args.clean_images_dir or args.clean_images):
-        parser.error("give one data source: --train_csv, or --clean_images_dir / --clean_images skimage")
+    if sum(map(bool, (args.train_csv, args.train_data_dir, args.clean_images_dir or args.clean_images))) != 1:
+        parser.error("give one data source: --train_csv, --train_data_dir, or --clean_images_dir / --clean_images skimage")
     return args
 
 
@@ -128,6 +151,9 @@ def load_clip_weights(model: DACLIPModel, path: str) -> None:
 
 
 def build_model(args) -> DACLIPModel:
+    """The DA-CLIP to train; `--use_ema` / `--ema_decay` left out follow how `--daclip_model` was trained."""
+    recipe = tu.load_recipe(args.daclip_model, "train_daclip.py")
+    tu.reuse_recipe(args, recipe, args.daclip_model, {"use_ema": False, "ema_decay": 0.9999}, logger)
     if args.daclip_model:
         return tu.load_daclip(args.daclip_model, args.daclip_config)
     model = DACLIPModel(**load_open_clip_config(args.clip_config))
@@ -168,17 +194,31 @@ def optimizer_groups(named_parameters, weight_decay: float) -> List[Dict]:
 # Data
 # ---------------------------------------------------------------------------------------------------
 def build_datasets(args, clip_size: int):
-    """(training set, validation set or None, labels, has captions). Items carry the CLIP view and labels."""
+    """(training set, validation set or None, labels, has captions). Items carry the CLIP view and labels.
+
+    Validation images are held out of the training data, spread over the degradations and chosen by `--seed`
+    (`held_out_indices`); for clean images, whole images are held out."""
+    groups = None
     if args.train_csv:
         def captions(random_crop, seed):
             return CaptionDataset(
                 args.train_csv, image_root=args.image_root, clip_preprocess=clip_size, random_crop=random_crop, seed=seed
             )
 
-        train_set, validation_base, group_size = captions(args.random_crop, args.seed), captions(False, args.seed + 1), 1
-        found = set(train_set.degradations)
+        train_set, validation_base = captions(args.random_crop, args.seed), captions(False, args.seed + 1)
+        item_labels = list(train_set.degradations)
+        found = set(item_labels)
         labels = [label for label in DEGRADATIONS if label in found] + sorted(found - set(DEGRADATIONS))
         has_captions = True
+    elif args.train_data_dir:
+        def paired(random_crop, seed):
+            return PairedDegradationDataset(
+                args.train_data_dir, degradations=args.degradations, crop_size=args.resolution if random_crop else None,
+                flip=random_crop, seed=seed, clip_preprocess=clip_size, strict=not args.skip_unpaired,
+            )
+
+        train_set, validation_base = paired(args.random_crop, args.seed), paired(False, args.seed + 1)
+        labels, item_labels, has_captions = train_set.degradations, [label for _, _, label in train_set.samples], False
     else:
         images = tu.clean_image_source(args)
         labels = list(args.degradations or SYNTHESISABLE)
@@ -189,9 +229,11 @@ def build_datasets(args, clip_size: int):
                 augment=args.augment_clean_images and flip,  # the held-out items stay plain crops
             )
 
-        train_set, validation_base, group_size = synthetic(True, args.seed), synthetic(False, args.seed + 1), len(labels)
+        train_set, validation_base = synthetic(True, args.seed), synthetic(False, args.seed + 1)
+        item_labels = [labels[index % len(labels)] for index in range(len(train_set))]
+        groups = [index // len(labels) for index in range(len(train_set))]
         has_captions = False
-    train_indices, held_out = tu.held_out_indices(len(train_set), args.num_validation_images, group_size)
+    train_indices, held_out = tu.held_out_indices(item_labels, args.num_validation_images, args.seed, groups)
     validation_set = tu.HeldOutSplit(validation_base, held_out) if held_out else None
     return tu.HeldOutSplit(train_set, train_indices), validation_set, labels, has_captions
 
@@ -312,7 +354,7 @@ def main(argv=None) -> None:
     model = build_model(args)
     set_seed(args.seed, device_specific=True)
 
-    with accelerator.main_process_first():
+    with accelerator.main_process_first(), tu.data_errors():
         train_dataset, validation_set, labels, has_captions = build_datasets(args, model.image_size)
     named_trainable = trainable_parameters(model, train_injection=has_captions)
     trainable = [parameter for _, parameter in named_trainable]
@@ -343,8 +385,7 @@ def main(argv=None) -> None:
     embed_texts = TextEmbedder(unwrapped)
     gather = gather_with_local_grad(accelerator)
 
-    if accelerator.is_main_process:
-        accelerator.init_trackers(args.tracker_project_name, tu.tracker_config(args, labels=labels))
+    tu.init_trackers(accelerator, args, fixed=["labels"], labels=labels)
 
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running training *****")
@@ -422,6 +463,17 @@ def main(argv=None) -> None:
         known = list(unwrapped.config.degradations or DEGRADATIONS) if args.daclip_model else []
         unwrapped.register_to_config(degradations=known + [label for label in labels if label not in known])
         unwrapped.eval().to("cpu").save_pretrained(args.output_dir)
+        tu.save_recipe(
+            args.output_dir,
+            {
+                "script": "train_daclip.py",
+                "use_ema": args.use_ema,
+                "ema_decay": args.ema_decay if args.use_ema else None,
+                "degradations": unwrapped.config.degradations,
+                "captions": has_captions,
+                "global_step": global_step,
+            },
+        )
         logger.info(f"saved the DA-CLIP to {args.output_dir} (global step {global_step})")
     accelerator.end_training()
 

@@ -16,7 +16,9 @@ The end result is a pipeline folder that `DACLIPPipeline.from_pretrained` loads.
     accelerate launch scripts/train_unet.py --daclip_model daclip_ViT-B-32.pt --unet_config unet.json \\
         --clean_images_dir photos/ --degradations hazy noisy rainy --output_dir my-restorer
 
-See scripts/README.md for all options.
+Besides the pipeline, --output_dir gets training_recipe.json (objective, prediction type, EMA, labels, IR-SDE
+settings): fine-tuning that pipeline later reuses them. See scripts/README.md for all options and the keys of
+--unet_config.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
 import training_utils as tu
-from daclip import DACLIPModel, DACLIPPipeline, DACLIPUNet2DModel, IRSDEPosteriorScheduler, IRSDEScheduler
+from daclip import DEGRADATIONS, DACLIPModel, DACLIPPipeline, DACLIPUNet2DModel, IRSDEPosteriorScheduler, IRSDEScheduler
 from daclip.data import PairedDegradationDataset, SYNTHESISABLE, SyntheticDegradationDataset
 from daclip.pipelines.daclip.pipeline_daclip import check_components_match
 
@@ -42,16 +44,24 @@ UNET_FOLDER = "unet"
 SDE_SETTINGS = ("num_train_timesteps", "max_sigma", "schedule", "eps", "prediction_type")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=tu.HelpFormatter)
 
     models = parser.add_argument_group("models (give --pretrained_model, or --daclip_model with --unet_config/--unet_checkpoint)")
     models.add_argument(
         "--pretrained_model",
         default=None,
-        help="a DACLIPPipeline folder or Hub id: its UNet is fine-tuned, its DA-CLIP and SDE settings are used",
+        help="a DACLIPPipeline folder or Hub id: its UNet is fine-tuned, its DA-CLIP, SDE settings and training "
+        "recipe are used",
     )
-    models.add_argument("--unet_config", default=None, help="JSON of a DACLIPUNet2DModel config: train a new UNet")
+    models.add_argument(
+        "--unet_config",
+        default=None,
+        help="JSON of a DACLIPUNet2DModel config: train a new UNet. Keys (defaults: the released universal-ir): "
+        "base_channels (64, at least 32), channel_mult ([1, 2, 4, 8]), context_dim (512: must equal the DA-CLIP's "
+        "embedding width), use_degradation_context (true), use_image_context (true), downscale_stage (false), "
+        "first_cross_attention_level (3), in_channels / out_channels (3)",
+    )
     models.add_argument(
         "--unet_checkpoint", default=None, help="the authors' UNet file (*.pth) or a DACLIPUNet2DModel folder to fine-tune"
     )
@@ -59,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     sde = parser.add_argument_group("IR-SDE (default: the pretrained pipeline's scheduler, else the authors' settings)")
     sde.add_argument("--num_train_timesteps", type=int, default=None, help="T (authors: 100)")
-    sde.add_argument("--max_sigma", type=float, default=None, help="λ; ≥ 1 on a 0..255 scale (authors: 50)")
+    sde.add_argument("--max_sigma", type=float, default=None, help="λ, ≥ 1 on a 0..255 scale (authors: 50)")
     sde.add_argument("--sde_schedule", choices=["cosine", "linear", "constant"], default=None, help="θ schedule (authors: cosine)")
     sde.add_argument("--sde_eps", type=float, default=None, help="e^(-θ̄_T dt) (authors: 0.005)")
     sde.add_argument(
@@ -71,15 +81,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     sde.add_argument(
         "--objective",
         choices=["matching", "x0"],
-        default="matching",
+        default=None,
         help="matching: the authors' L1 between the predicted and the optimal x_{t-1}; x0: mean squared error of the "
         "clean image that ε̂ implies (what the posterior sampler uses; weights large t far more, so a small model "
-        "learns to restore from μ sooner)",
+        "learns to restore from μ sooner). Default: the pretrained model's (its training_recipe.json; the bundled "
+        "demo model: x0), else matching",
     )
 
     data = parser.add_argument_group("paired data (the authors' layout)")
     data.add_argument("--train_data_dir", default=None, help="root/<degradation>/{LQ,GT}/* pairs")
     data.add_argument("--validation_data_dir", default=None, help="held-out pairs in the same layout (default: split off the training data)")
+    data.add_argument(
+        "--skip_unpaired", action="store_true", help="skip LQ images without a GT of the same name (and vice versa) "
+        "instead of refusing the dataset"
+    )
     data.add_argument(
         "--random_rotate", action="store_true", help="random transposes besides flips, for either data source (the authors' use_rot)"
     )
@@ -104,7 +119,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     validation.add_argument(
         "--validation_resolution", type=int, default=None, help="side of the validation crops (default: --resolution)"
     )
+    return parser
 
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     tu.finish_training_arguments(parser, args)
     if args.pretrained_model and (args.unet_config or args.unet_checkpoint or args.daclip_model):
@@ -124,22 +143,28 @@ def parse_args(argv=None) -> argparse.Namespace:
 # Models
 # ---------------------------------------------------------------------------------------------------
 def load_models(args) -> Tuple[DACLIPModel, DACLIPUNet2DModel, Dict]:
-    """(DA-CLIP, UNet, IR-SDE config) from `--pretrained_model` or from `--daclip_model` + `--unet_*`."""
+    """(DA-CLIP, UNet, IR-SDE config) from `--pretrained_model` or from `--daclip_model` + `--unet_*`.
+
+    The UNet's training recipe (`training_recipe.json` of the pipeline or run it comes from) fills the options the
+    user left out (`--objective`, `--use_ema`, `--ema_decay`); options given with other values than the recipe's,
+    IR-SDE settings included, are warned about loudly."""
     if args.pretrained_model:
         pipe = DACLIPPipeline.from_pretrained(args.pretrained_model)
         daclip, unet = pipe.daclip, pipe.unet
         sde_config = {key: pipe.scheduler.config[key] for key in SDE_SETTINGS}
+        source, recipe = args.pretrained_model, tu.load_recipe(args.pretrained_model, "train_unet.py")
     else:
         daclip = tu.load_daclip(args.daclip_model, args.daclip_config)
+        source, recipe = args.unet_checkpoint, tu.load_recipe(args.unet_checkpoint, "train_unet.py")
         if args.unet_config:
-            with open(args.unet_config, encoding="utf-8") as handle:
-                unet = DACLIPUNet2DModel.from_config(json.load(handle))
+            unet = unet_from_config_file(args.unet_config)
         elif Path(args.unet_checkpoint).is_dir():
             unet = DACLIPUNet2DModel.from_pretrained(args.unet_checkpoint)
         else:
             unet = DACLIPUNet2DModel.from_original_checkpoint(args.unet_checkpoint)
-        default = IRSDEPosteriorScheduler()
-        sde_config = {key: default.config[key] for key in SDE_SETTINGS}
+        default = IRSDEPosteriorScheduler().config
+        sde_config = {key: recipe.get("irsde", {}).get(key, default[key]) for key in SDE_SETTINGS}
+    tu.reuse_recipe(args, recipe, source, {"objective": "matching", "use_ema": False, "ema_decay": 0.9999}, logger)
     overrides = {
         "num_train_timesteps": args.num_train_timesteps,
         "max_sigma": args.max_sigma,
@@ -147,9 +172,69 @@ def load_models(args) -> Tuple[DACLIPModel, DACLIPUNet2DModel, Dict]:
         "eps": args.sde_eps,
         "prediction_type": args.prediction_type,
     }
+    for key, value in overrides.items():
+        if value is not None and source and value != sde_config[key]:
+            logger.warning(
+                f"!! IR-SDE {key} {value} differs from the one {source} was trained with ({sde_config[key]}): the UNet "
+                "starts from weights trained for another process"
+            )
     sde_config.update({key: value for key, value in overrides.items() if value is not None})
+    check_context_dim(args, daclip, unet)
     check_components_match(daclip, unet)
     return daclip, unet, sde_config
+
+
+def unet_from_config_file(path: str) -> DACLIPUNet2DModel:
+    """A new UNet from `--unet_config`; a file that is not such a config is a usage error naming the keys."""
+    import inspect
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        tu.usage_error(f"--unet_config {path}: {error}")
+    known = sorted(set(inspect.signature(DACLIPUNet2DModel.__init__).parameters) - {"self"})
+    if not isinstance(config, dict):
+        tu.usage_error(f"--unet_config {path} must hold a JSON object with keys among {', '.join(known)}")
+    unknown = sorted(key for key in config if not key.startswith("_") and key not in known)
+    if unknown:
+        tu.usage_error(
+            f"--unet_config {path}: unknown key(s) {', '.join(unknown)}; DACLIPUNet2DModel takes {', '.join(known)} "
+            "(see python scripts/train_unet.py --help or scripts/README.md)"
+        )
+    try:
+        return DACLIPUNet2DModel.from_config(config)
+    except (TypeError, ValueError) as error:
+        tu.usage_error(f"--unet_config {path}: {error}")
+
+
+def check_context_dim(args, daclip: DACLIPModel, unet: DACLIPUNet2DModel) -> None:
+    """The UNet reads DA-CLIP's embeddings: a width mismatch is a usage error that says which setting to change."""
+    embed_dim, context_dim = daclip.config.embed_dim, unet.config.context_dim
+    if embed_dim == context_dim or args.pretrained_model:
+        return  # a pipeline's own pair: check_components_match explains
+    if args.unet_config:
+        tu.usage_error(
+            f"the DA-CLIP {args.daclip_model} gives {embed_dim}-dim embeddings but --unet_config {args.unet_config} "
+            f"has context_dim {context_dim}: set context_dim to {embed_dim} in your UNet config"
+        )
+    tu.usage_error(
+        f"--unet_checkpoint {args.unet_checkpoint} reads {context_dim}-dim DA-CLIP embeddings but --daclip_model "
+        f"{args.daclip_model} gives {embed_dim}-dim ones: use the DA-CLIP this UNet was trained with, or train a new "
+        f"UNet with --unet_config (context_dim {embed_dim})"
+    )
+
+
+def check_labels(daclip: DACLIPModel, labels: List[str], source: str) -> None:
+    """Warn loudly when the data has labels the DA-CLIP was not trained to recognise."""
+    known = list(daclip.config.degradations or DEGRADATIONS)
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        logger.warning(
+            f"!! the DA-CLIP of {source} was not trained on {', '.join(unknown)} (it knows {', '.join(known)}): the UNet "
+            "is conditioned on whatever DA-CLIP makes of those images, and detection never names them. Train the "
+            "DA-CLIP on them first (scripts/train_daclip.py --train_data_dir ...)."
+        )
 
 
 def reload_daclip(args) -> DACLIPModel:
@@ -163,40 +248,47 @@ def reload_daclip(args) -> DACLIPModel:
 # Data
 # ---------------------------------------------------------------------------------------------------
 def build_datasets(args, clip_size: int):
-    """(training set, validation set or None). Items: `lq`, `gt` `[3, R, R]`, `lq_clip`, `degradation`."""
+    """(training set, validation set or None, labels). Items: `lq`, `gt` `[3, R, R]`, `lq_clip`, `degradation`.
+
+    Without `--validation_data_dir` the validation images are held out of the training data, spread over the
+    degradations and chosen by `--seed` (`held_out_indices`); for clean images, whole images are held out."""
     validation_size = args.validation_resolution or args.resolution
     if args.train_data_dir:
         def paired(root, crop_size, flip, seed):
             return PairedDegradationDataset(
                 root, degradations=args.degradations, crop_size=crop_size, flip=flip,
-                rotate=args.random_rotate and flip, seed=seed, clip_preprocess=clip_size,
+                rotate=args.random_rotate and flip, seed=seed, clip_preprocess=clip_size, strict=not args.skip_unpaired,
             )
 
         train_set = paired(args.train_data_dir, args.resolution, True, args.seed)
-        validation_base, group_size = paired(args.train_data_dir, validation_size, False, args.seed + 1), 1
+        validation_base = paired(args.train_data_dir, validation_size, False, args.seed + 1)
+        labels, item_labels, groups = train_set.degradations, [label for _, _, label in train_set.samples], None
     else:
         images = tu.clean_image_source(args)
-        degradations = args.degradations or list(SYNTHESISABLE)
+        labels = list(args.degradations or SYNTHESISABLE)
 
         def synthetic(crop_size, flip, seed):
             return SyntheticDegradationDataset(
-                images, degradations=degradations, crop_size=crop_size, seed=seed, flip=flip,
+                images, degradations=labels, crop_size=crop_size, seed=seed, flip=flip,
                 rotate=args.random_rotate and flip, clip_preprocess=clip_size, augment=args.augment_clean_images and flip,
             )
 
         train_set = synthetic(args.resolution, True, args.seed)
-        validation_base, group_size = synthetic(validation_size, False, args.seed + 1), len(degradations)
+        validation_base = synthetic(validation_size, False, args.seed + 1)
+        item_labels = [labels[index % len(labels)] for index in range(len(train_set))]
+        groups = [index // len(labels) for index in range(len(train_set))]
 
     if args.validation_data_dir:
         validation_base = PairedDegradationDataset(
             args.validation_data_dir, degradations=args.degradations, crop_size=validation_size, flip=False,
-            seed=args.seed + 1, clip_preprocess=clip_size,
+            seed=args.seed + 1, clip_preprocess=clip_size, strict=not args.skip_unpaired,
         )
-        count = min(args.num_validation_images, len(validation_base))
-        return train_set, (tu.HeldOutSplit(validation_base, list(range(count))) if count else None)
-    train_indices, held_out = tu.held_out_indices(len(train_set), args.num_validation_images, group_size)
+        validation_labels = [label for _, _, label in validation_base.samples]
+        held_out = tu.stratified_pick(validation_labels, args.num_validation_images, args.seed)
+        return train_set, (tu.HeldOutSplit(validation_base, held_out) if held_out else None), labels
+    train_indices, held_out = tu.held_out_indices(item_labels, args.num_validation_images, args.seed, groups)
     validation_set = tu.HeldOutSplit(validation_base, held_out) if held_out else None
-    return tu.HeldOutSplit(train_set, train_indices), validation_set
+    return tu.HeldOutSplit(train_set, train_indices), validation_set, labels
 
 
 def collate(items: List[Dict]) -> Dict:
@@ -301,8 +393,8 @@ def main(argv=None) -> None:
     daclip.requires_grad_(False)
     daclip.eval()
     unet.train()
-    if args.resolution < unet.min_sample_size:
-        raise ValueError(f"--resolution must be at least {unet.min_sample_size} for this UNet")
+    if args.resolution < unet.min_sample_size or (args.validation_resolution or args.resolution) < unet.min_sample_size:
+        tu.usage_error(f"--resolution and --validation_resolution must be at least {unet.min_sample_size} for this UNet")
 
     ema_unet = None
     if args.use_ema:
@@ -314,8 +406,9 @@ def main(argv=None) -> None:
     optimizer = tu.make_optimizer(args, unet, unet.parameters(), accelerator)
 
     # Data.
-    with accelerator.main_process_first():
-        train_dataset, validation_set = build_datasets(args, daclip.image_size)
+    with accelerator.main_process_first(), tu.data_errors():
+        train_dataset, validation_set, labels = build_datasets(args, daclip.image_size)
+    check_labels(daclip, labels, args.pretrained_model or args.daclip_model)
     train_dataloader = tu.training_dataloader(
         train_dataset, args.train_batch_size, collate, num_workers=args.dataloader_num_workers
     )
@@ -330,9 +423,10 @@ def main(argv=None) -> None:
     # The dataloader's length changes once sharded across processes.
     updates_per_epoch, max_train_steps, num_epochs = tu.training_steps(args, len(train_dataloader))
 
-    if accelerator.is_main_process:
-        sde_settings = {f"sde_{key}": value for key, value in sde_config.items()}
-        accelerator.init_trackers(args.tracker_project_name, tu.tracker_config(args, **sde_settings))
+    sde_settings = {f"sde_{key}": value for key, value in sde_config.items()}
+    # The IR-SDE options as given may differ on resume while the settings they resolve to (sde_*) are the same.
+    raw_sde_options = ("num_train_timesteps", "max_sigma", "sde_schedule", "sde_eps", "prediction_type")
+    tu.init_trackers(accelerator, args, fixed=sde_settings, free=raw_sde_options, **sde_settings)
 
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running training *****")
@@ -413,6 +507,21 @@ def main(argv=None) -> None:
             scheduler=IRSDEPosteriorScheduler(**sde_config),
         )
         pipeline.save_pretrained(args.output_dir)
+        # What fine-tuning this pipeline should keep (tu.reuse_recipe): the labels it has seen add up.
+        earlier = tu.load_recipe(args.pretrained_model or args.unet_checkpoint, "train_unet.py").get("degradations", [])
+        tu.save_recipe(
+            args.output_dir,
+            {
+                "script": "train_unet.py",
+                "objective": args.objective,
+                "prediction_type": sde_config["prediction_type"],
+                "use_ema": args.use_ema,
+                "ema_decay": args.ema_decay if args.use_ema else None,
+                "degradations": list(dict.fromkeys([*earlier, *labels])),
+                "irsde": sde_config,
+                "global_step": global_step,
+            },
+        )
         logger.info(f"saved the pipeline to {args.output_dir} (global step {global_step})")
     accelerator.end_training()
 

@@ -4,6 +4,9 @@
   DA-CLIP sources);
 - data: the clean-image sources (a folder, or scikit-image's bundled photos), held-out splits;
 - accelerate: the `Accelerator` both scripts use, with a JSON-lines metrics log that is always written;
+- runs: an `--output_dir` that already holds a run is refused unless resumed or overwritten; a resume is
+  compared with the run's recorded settings (`<logging_dir>/config.json`); the training recipe saved beside a
+  trained model (`training_recipe.json`) and reused when that model is trained on;
 - checkpoints: `checkpoint-<global step>` folders, `--checkpoints_total_limit` pruning, resume resolution,
   the EMA state;
 - image-quality metrics: PSNR and SSIM in torch (SSIM as Wang et al. / scikit-image with
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -36,6 +40,10 @@ TRAINING_STATE_FILE = "training_state.json"
 EMA_STATE_FILE = "ema_state.pt"
 GENERATOR_STATE_PREFIX = "training_generator_"
 METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"  # the run's settings, beside METRICS_FILE
+# Saved beside a trained model: how it was trained, so that training it further keeps what matters (objective,
+# prediction type, EMA, labels, IR-SDE settings) or says loudly what changes.
+RECIPE_FILE = "training_recipe.json"
 
 # scikit-image photos that ship inside its wheel (no download): natural colour photos, then greyscale ones.
 SKIMAGE_PHOTOS = (
@@ -61,6 +69,16 @@ SKIMAGE_PHOTOS = (
 # ---------------------------------------------------------------------------------------------------
 # Arguments
 # ---------------------------------------------------------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """`--help` as diffusers' example scripts: every option with its default; the description kept as written.
+    Options whose default is "not given" (None, or off for a flag) say in their text what that means instead."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_training_arguments(
     parser: argparse.ArgumentParser,
     *,
@@ -77,13 +95,26 @@ def add_training_arguments(
     """The options both scripts share, in diffusers' example names. Defaults differ per script (the authors')."""
     group = parser.add_argument_group("training")
     group.add_argument("--output_dir", default=output_dir, help="where checkpoints, logs, validation images and the final model go")
-    group.add_argument("--seed", type=int, default=0, help="seed for weights, data order, crops, degradations, noise (the authors use 0)")
+    group.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="start a new run in an --output_dir that holds one: deletes its checkpoints, logs, validation images "
+        "and model first (without it, such a folder is refused unless you --resume_from_checkpoint)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed for weights, data order, crops, degradations, noise and the validation split (the authors use 0)",
+    )
     group.add_argument("--train_batch_size", type=int, default=train_batch_size, help="batch size per device")
-    group.add_argument("--num_train_epochs", type=int, default=100)
+    group.add_argument("--num_train_epochs", type=int, default=100, help="passes over the training data (unless --max_train_steps)")
     group.add_argument("--max_train_steps", type=int, default=None, help="optimisation steps in total; overrides --num_train_epochs")
-    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument(
+        "--gradient_accumulation_steps", type=int, default=1, help="batches whose gradients add up to one optimisation step"
+    )
     group.add_argument("--gradient_checkpointing", action="store_true", help="trade compute for memory")
-    group.add_argument("--learning_rate", type=float, default=learning_rate)
+    group.add_argument("--learning_rate", type=float, default=learning_rate, help="AdamW learning rate (after warmup)")
     group.add_argument(
         "--scale_lr", action="store_true", help="multiply the learning rate by accumulation steps × batch size × processes"
     )
@@ -93,16 +124,24 @@ def add_training_arguments(
         help='diffusers `get_scheduler` name: "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", '
         '"constant_with_warmup", "piecewise_constant"',
     )
-    group.add_argument("--lr_warmup_steps", type=int, default=lr_warmup_steps)
-    group.add_argument("--adam_beta1", type=float, default=0.9)
-    group.add_argument("--adam_beta2", type=float, default=adam_beta2)
-    group.add_argument("--adam_weight_decay", type=float, default=adam_weight_decay)
-    group.add_argument("--adam_epsilon", type=float, default=adam_epsilon)
+    group.add_argument("--lr_warmup_steps", type=int, default=lr_warmup_steps, help="steps of linear learning-rate warmup")
+    group.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW β1")
+    group.add_argument("--adam_beta2", type=float, default=adam_beta2, help="AdamW β2")
+    group.add_argument("--adam_weight_decay", type=float, default=adam_weight_decay, help="AdamW weight decay")
+    group.add_argument("--adam_epsilon", type=float, default=adam_epsilon, help="AdamW ε")
     group.add_argument(
         "--max_grad_norm", type=float, default=None, help="clip the gradient norm (off by default, as the authors)"
     )
-    group.add_argument("--use_ema", action="store_true", help="keep an EMA of the trained weights (diffusers `EMAModel`) and save it")
-    group.add_argument("--ema_decay", type=float, default=0.9999)
+    group.add_argument(
+        "--use_ema",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep an EMA of the trained weights (diffusers `EMAModel`), validate and save it; default: as the "
+        f"model you start from was trained ({RECIPE_FILE}), else off",
+    )
+    group.add_argument(
+        "--ema_decay", type=float, default=None, help="EMA decay; default: the starting model's (its recipe), else 0.9999"
+    )
     group.add_argument(
         "--mixed_precision",
         choices=["no", "fp16", "bf16"],
@@ -117,7 +156,7 @@ def add_training_arguments(
         f"else none. A JSON-lines log (<output_dir>/<logging_dir>/{METRICS_FILE}) is written in every case.",
     )
     group.add_argument("--logging_dir", default="logs", help="tracker folder, relative to --output_dir")
-    group.add_argument("--tracker_project_name", default=tracker_project_name)
+    group.add_argument("--tracker_project_name", default=tracker_project_name, help="the run's name for the trackers")
     group.add_argument(
         "--checkpointing_steps",
         type=int,
@@ -128,15 +167,17 @@ def add_training_arguments(
     group.add_argument(
         "--resume_from_checkpoint",
         default=None,
-        help='a checkpoint folder (a path, or a name inside --output_dir), or "latest"',
+        help='a checkpoint folder (a path, or a name inside --output_dir), or "latest". Settings that would corrupt the '
+        "run (data, validation split, seed, objective, EMA, models) must be those the run recorded; others are listed",
     )
-    group.add_argument("--dataloader_num_workers", type=int, default=0)
+    group.add_argument("--dataloader_num_workers", type=int, default=0, help="data-loading processes (0: in the main one)")
     group.add_argument("--validation_steps", type=int, default=None, help="validate every this many steps (off by default)")
     group.add_argument(
         "--num_validation_images",
         type=int,
         default=4,
-        help="with --validation_steps: images held out of training for validation (keep it when resuming a run)",
+        help="with --validation_steps: images held out of training for validation, spread over the degradations "
+        "and chosen by --seed",
     )
 
 
@@ -161,7 +202,8 @@ def add_clean_image_arguments(parser: argparse.ArgumentParser, resolution: int) 
         "--degradations",
         nargs="+",
         default=None,
-        help="labels to train on (default: every synthesisable label, or every sub-folder of --train_data_dir)",
+        help="labels to train on; default: every synthesisable label for clean images, every <degradation> sub-folder "
+        "for paired data",
     )
     group.add_argument("--resolution", type=int, default=resolution, help="side of the random square training crop")
     group.add_argument(
@@ -186,6 +228,8 @@ def add_daclip_arguments(parser: argparse.ArgumentParser, help_suffix: str = "")
 
 def finish_training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Checks and defaults common to both scripts (call after `parse_args`)."""
+    if args.use_ema is False and args.ema_decay is not None:
+        parser.error("--ema_decay goes with --use_ema")
     if args.report_to is None:
         from accelerate.utils import is_tensorboard_available
 
@@ -205,7 +249,190 @@ def finish_training_arguments(parser: argparse.ArgumentParser, args: argparse.Na
         parser.error("--validation_steps needs --num_validation_images of at least 1")
     if getattr(args, "clean_images_dir", None) and getattr(args, "clean_images", None):
         parser.error("give --clean_images_dir or --clean_images, not both")
+    check_output_dir(args)
     return args
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runs: one run per --output_dir, resumed with the settings it was started with
+# ---------------------------------------------------------------------------------------------------
+# What a run writes into --output_dir besides checkpoints and logs: the final model (a pipeline or a single model).
+RUN_OUTPUTS = (
+    "validation", "model_index.json", RECIPE_FILE, "unet", "daclip", "scheduler", "config.json",
+    "diffusion_pytorch_model.safetensors", "pipeline_daclip.py", "modeling_daclip.py",
+)
+
+
+def existing_run(args: argparse.Namespace) -> List[Path]:
+    """What an earlier run left in `--output_dir`: checkpoints, its logs, its final model (empty: a fresh folder)."""
+    output_dir = Path(args.output_dir)
+    found = list_checkpoints(output_dir)
+    logs = output_dir / args.logging_dir
+    found += [path for path in (logs / METRICS_FILE, logs / CONFIG_FILE) if path.is_file()]
+    found += [output_dir / name for name in ("model_index.json", "config.json") if (output_dir / name).is_file()]
+    return found
+
+
+def check_output_dir(args: argparse.Namespace) -> None:
+    """Refuse to mix two runs in one folder: an `--output_dir` holding a run needs `--resume_from_checkpoint` (to
+    continue it) or `--overwrite_output_dir` (to start over)."""
+    found = existing_run(args)
+    if args.overwrite_output_dir:
+        if args.resume_from_checkpoint:
+            usage_error("--overwrite_output_dir starts a new run; --resume_from_checkpoint continues one: pick one")
+        return
+    if not found:
+        return
+    names = ", ".join(str(path.relative_to(args.output_dir)) for path in found[:6]) + (" ..." if len(found) > 6 else "")
+    if not args.resume_from_checkpoint:
+        usage_error(
+            f"--output_dir {args.output_dir} already holds a training run ({names}). Pass --resume_from_checkpoint "
+            "latest to continue it, --overwrite_output_dir to delete it and start over, or choose another --output_dir."
+        )
+    if args.resume_from_checkpoint == "latest" and not list_checkpoints(args.output_dir):
+        usage_error(
+            f"--output_dir {args.output_dir} holds a run ({names}) but no {CHECKPOINT_PREFIX}<step> folder to resume "
+            "from. Pass --overwrite_output_dir to delete it and start over, or choose another --output_dir."
+        )
+
+
+def clear_run(args: argparse.Namespace) -> List[Path]:
+    """`--overwrite_output_dir`: delete what an earlier run wrote into `--output_dir` (and nothing else)."""
+    output_dir = Path(args.output_dir)
+    targets = list_checkpoints(output_dir) + [output_dir / args.logging_dir]
+    targets += [output_dir / name for name in RUN_OUTPUTS]
+    removed = []
+    for path in targets:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    return removed
+
+
+# Settings a resumed run may change freely (how long, how often, where to log) ...
+RESUME_FREE = {
+    "max_train_steps", "num_train_epochs", "resume_from_checkpoint", "overwrite_output_dir", "output_dir",
+    "checkpointing_steps", "checkpoints_total_limit", "report_to", "logging_dir", "tracker_project_name",
+    "dataloader_num_workers", "validation_steps", "validation_inference_steps",
+}
+# ... and those that would corrupt it: other data, another validation split (held-out images would become training
+# data), another seed (another split, other crops), another objective or model, EMA switched on or off.
+RESUME_FIXED = {
+    "seed", "num_validation_images", "train_data_dir", "validation_data_dir", "clean_images_dir", "clean_images",
+    "skimage_photos", "degradations", "train_csv", "image_root", "skip_unpaired", "use_ema", "objective",
+    "pretrained_model", "daclip_model", "daclip_config", "unet_config", "unet_checkpoint", "clip_config",
+    "clip_pretrained", "validation_resolution",
+}
+
+
+def check_resume_config(
+    args: argparse.Namespace, config: Dict[str, Any], fixed: Sequence[str] = (), free: Sequence[str] = ()
+) -> None:
+    """Compare a resumed run's settings (`tracker_config`) with those it recorded in `<logging_dir>/config.json`.
+
+    Differences in `RESUME_FIXED` (and `fixed`, e.g. the IR-SDE settings) end the run with a usage error that lists
+    them; differences in `RESUME_FREE` and `free` are allowed silently, others are logged as a warning. Nothing
+    happens for a new run or a run with no record.
+    """
+    checkpoint = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if checkpoint is None:
+        return
+    record = checkpoint.parent / args.logging_dir / CONFIG_FILE  # the run the checkpoint belongs to
+    if not record.is_file():
+        logger.warning("%s is missing: cannot check that this resume uses the run's settings", record)
+        return
+    with open(record, encoding="utf-8") as handle:
+        recorded = json.load(handle)
+    differences = {
+        key: (recorded[key], value)
+        for key, value in config.items()
+        if key in recorded and key not in RESUME_FREE and key not in free and recorded[key] != value
+    }
+    if not differences:
+        return
+    fixed = RESUME_FIXED | set(fixed)
+    lines = [f"  --{key}: the run used {old!r}, now {new!r}" for key, (old, new) in sorted(differences.items())]
+    refused = sorted(key for key in differences if key in fixed)
+    if refused:
+        usage_error(
+            f"resuming the run of {checkpoint} with settings that differ from those it recorded in {record}:\n"
+            + "\n".join(lines)
+            + f"\n{', '.join('--' + key for key in refused)} would corrupt the run (other data, another validation "
+            "split, objective, EMA or model). Resume with the recorded values, or start a new run in another "
+            "--output_dir (e.g. from this run's checkpoint model)."
+            + (
+                " (Without --validation_steps nothing is held out: the run's validation images would become training "
+                "data.)"
+                if "num_validation_images" in refused and args.validation_steps is None
+                else ""
+            )
+        )
+    logger.warning("resuming with settings that differ from the run's (%s):\n%s", record, "\n".join(lines))
+
+
+@contextlib.contextmanager
+def data_errors():
+    """Mistakes in the training data (a wrong layout, a missing folder, unpaired images) end the script as usage
+    errors that name the fix, not as tracebacks."""
+    from daclip.data import UnpairedImagesError
+
+    try:
+        yield
+    except UnpairedImagesError as error:
+        usage_error(f"{error.details}. Pass --skip_unpaired to train on the complete pairs only.")
+    except (ValueError, FileNotFoundError) as error:
+        usage_error(f"{error} (the data options: --help, scripts/README.md)")
+
+
+def usage_error(message: str, status: int = 2) -> None:
+    """End the script as argparse does for a bad argument: `<script>: error: <message>` on stderr, exit code 2."""
+    import sys
+
+    sys.stderr.write(f"{Path(sys.argv[0]).name}: error: {message}\n")
+    raise SystemExit(status)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The training recipe saved with a trained model
+# ---------------------------------------------------------------------------------------------------
+def load_recipe(model_path: Optional[Union[str, os.PathLike]], script: str) -> Dict[str, Any]:
+    """The `training_recipe.json` that `script` wrote for a model folder (or for the run folder above a component
+    folder such as `run/unet`); {} if there is none (a file, a Hub id, a model trained elsewhere)."""
+    if not model_path or not Path(model_path).is_dir():
+        return {}
+    path = Path(model_path)
+    for folder in (path, path.parent):
+        if (folder / RECIPE_FILE).is_file():
+            with open(folder / RECIPE_FILE, encoding="utf-8") as handle:
+                recipe = json.load(handle)
+            return recipe if recipe.get("script") == script else {}
+    return {}
+
+
+def save_recipe(folder: Union[str, os.PathLike], recipe: Dict[str, Any]) -> Path:
+    path = Path(folder, RECIPE_FILE)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({key: _json_safe(value) for key, value in recipe.items()}, handle, indent=2)
+        handle.write("\n")
+    return path
+
+
+def reuse_recipe(args: argparse.Namespace, recipe: Dict[str, Any], source: str, defaults: Dict[str, Any], log) -> None:
+    """Fill each option in `defaults` the user did not give (None) from the starting model's recipe, else from
+    `defaults`; an option given with another value than the recipe's is warned about loudly."""
+    for name, default in defaults.items():
+        value, recorded = getattr(args, name), recipe.get(name)
+        if value is None:
+            value = default if recorded is None else recorded
+            if recorded is not None:
+                log.info(f"--{name} {recorded} (as {source} was trained, {RECIPE_FILE})")
+        elif recorded is not None and value != recorded:
+            log.warning(f"!! --{name} {value} differs from how {source} was trained: --{name} {recorded} ({RECIPE_FILE})")
+        setattr(args, name, value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -264,22 +491,63 @@ class HeldOutSplit(Subset):
             self.dataset.set_epoch(epoch)
 
 
-def held_out_indices(length: int, num_held_out: int, group_size: int = 1) -> Tuple[List[int], List[int]]:
-    """(train, held-out) indices: the first `num_held_out` items are held out, rounded up to whole groups.
+def stratified_pick(
+    labels: Sequence[str], count: int, seed: int, groups: Optional[Sequence[int]] = None
+) -> List[int]:
+    """Up to `count` indices of items whose degradation is `labels[i]`, spread over the labels, chosen by `seed`.
 
-    `group_size` keeps related items together: in a synthetic dataset, item `i` is clean image
-    `i // len(degradations)`, so holding out whole groups keeps the held-out clean images out of training.
+    Items are taken in turn from each label (in a seeded random order; each label's items in a seeded random
+    order), so `count` ≥ the number of labels covers every label and the counts per label differ by at most one
+    (while the labels have items left). With `groups` (item `i` belongs to group `groups[i]`), items are taken from
+    as few groups as possible: an item of an already picked group comes first.
+    """
+    length = len(labels)
+    groups = list(range(length)) if groups is None else list(groups)
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    group_order = {group: rank for rank, group in enumerate(rng.permutation(sorted(set(groups))).tolist())}
+    label_order = list(dict.fromkeys(labels))
+    label_order = [label_order[i] for i in rng.permutation(len(label_order))]
+    tiebreak = rng.random(length)
+    queues = {label: [] for label in label_order}
+    for index in sorted(range(length), key=lambda i: (group_order[groups[i]], tiebreak[i])):
+        queues[labels[index]].append(index)
+    picked: List[int] = []
+    picked_groups = set()
+    while len(picked) < count and any(queues.values()):
+        for label in label_order:
+            queue = queues[label]
+            if len(picked) == count or not queue:
+                continue
+            pick = next((i for i in queue if groups[i] in picked_groups), queue[0])
+            queue.remove(pick)
+            picked.append(pick)
+            picked_groups.add(groups[pick])
+    return picked
+
+
+def held_out_indices(
+    labels: Sequence[str], num_held_out: int, seed: int, groups: Optional[Sequence[int]] = None
+) -> Tuple[List[int], List[int]]:
+    """(train, held-out) indices of a dataset whose item `i` has degradation `labels[i]`: a validation split
+    stratified over the degradations and reproducible by `seed` (`stratified_pick`).
+
+    `groups[i]` keeps related items together: in a synthetic dataset item `i` is clean image
+    `i // len(degradations)`, and every item of a held-out item's image is kept out of training. Raises
+    `ValueError` when `num_held_out` items cannot be held out with something left to train on.
     """
     if num_held_out == 0:
-        return list(range(length)), []
-    held_out_groups = math.ceil(num_held_out / group_size)
-    boundary = held_out_groups * group_size
-    if boundary >= length:
+        return list(range(len(labels))), []
+    groups = list(range(len(labels))) if groups is None else list(groups)
+    held_out = stratified_pick(labels, num_held_out, seed, groups)
+    held_groups = {groups[index] for index in held_out}
+    train = [index for index in range(len(labels)) if groups[index] not in held_groups]
+    if len(held_out) < num_held_out or not train:
+        what = "clean images" if len(set(groups)) < len(labels) else "items"
         raise ValueError(
-            f"cannot hold out {num_held_out} validation image(s) (whole groups of {group_size}) from {length} items "
-            "and still have something to train on; lower --num_validation_images or add data"
+            f"cannot hold out {num_held_out} validation image(s) from {len(labels)} training items ({len(set(groups))} "
+            f"{what}) and still have something to train on: lower --num_validation_images, or add data"
         )
-    return list(range(boundary, length)), list(range(num_held_out))
+    return train, held_out
 
 
 def training_dataloader(dataset, batch_size: int, collate_fn, num_workers: int = 0) -> DataLoader:
@@ -320,6 +588,8 @@ def _json_safe(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(key): _json_safe(v) for key, v in value.items()}
     return str(value)
 
 
@@ -406,8 +676,24 @@ def start_run(args: argparse.Namespace):
     setup_logging(accelerator)
     get_logger(__name__, log_level="INFO").info(accelerator.state, main_process_only=False)  # every process's
     if accelerator.is_main_process:
+        if args.overwrite_output_dir:
+            removed = clear_run(args)
+            if removed:
+                logger.warning("--overwrite_output_dir: deleted %s", ", ".join(str(path) for path in removed))
         os.makedirs(args.output_dir, exist_ok=True)
+    accelerator.wait_for_everyone()
     return accelerator
+
+
+def init_trackers(
+    accelerator, args: argparse.Namespace, fixed: Sequence[str] = (), free: Sequence[str] = (), **extra: Any
+) -> None:
+    """Check a resumed run against the settings it recorded (`check_resume_config`, on every process), then start
+    the trackers, which record this run's settings (`tracker_config(args, **extra)`)."""
+    config = tracker_config(args, **extra)
+    check_resume_config(args, config, fixed, free)
+    if accelerator.is_main_process:
+        accelerator.init_trackers(args.tracker_project_name, config)
 
 
 def step_progress_bar(accelerator, max_train_steps: int, global_step: int):
@@ -578,6 +864,8 @@ def resume(accelerator, args: argparse.Namespace, updates_per_epoch: int, genera
         return 0, 0, 0
     global_step = checkpoint_step(path)
     accelerator.print(f"Resuming from checkpoint {path} (global step {global_step})")
+    if accelerator.is_main_process:
+        forget_logged_steps_after(Path(args.output_dir, args.logging_dir, METRICS_FILE), global_step)
     accelerator.load_state(str(path))
     if generator is not None:
         state_file = _generator_file(path, accelerator)
@@ -588,6 +876,19 @@ def resume(accelerator, args: argparse.Namespace, updates_per_epoch: int, genera
     first_epoch = global_step // updates_per_epoch
     skip_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
     return global_step, first_epoch, skip_batches
+
+
+def forget_logged_steps_after(metrics_file: Path, global_step: int) -> None:
+    """A run resumed from step N trains steps N+1... again: drop what the interrupted run logged for them, so the
+    log holds each step once."""
+    if not metrics_file.is_file():
+        return
+    with open(metrics_file, encoding="utf-8") as handle:
+        lines = [line for line in handle if line.strip()]
+    kept = [line for line in lines if (json.loads(line).get("step") or 0) <= global_step]
+    if len(kept) != len(lines):
+        with open(metrics_file, "w", encoding="utf-8") as handle:
+            handle.writelines(kept)
 
 
 def save_ema_state(ema, folder: Union[str, os.PathLike]) -> None:

@@ -297,6 +297,17 @@ def test_tiles_are_the_pipelines_tiles(daclip_handle, unet_handle, tiny_pipe, lq
         nodes.DACLIPRestore().restore(unet_handle, image, embeds, "posterior", 1, 5, tile_size=16)
 
 
+def test_color_fix_is_the_pipelines(daclip_handle, unet_handle, tiny_pipe, lq):
+    image = comfy_image(lq)
+    (embeds,) = nodes.DACLIPEncodeImage().encode(daclip_handle, image)
+    (restored,) = nodes.DACLIPRestore().restore(unet_handle, image, embeds, "posterior", 2, 5, color_fix="adain")
+    expected = tiny_pipe(
+        image.movedim(-1, 1), num_inference_steps=2, generator=torch.Generator().manual_seed(5), output_type="pt",
+        color_fix="adain",
+    ).images
+    torch.testing.assert_close(restored, expected.movedim(1, -1), rtol=0, atol=1e-6)
+
+
 def test_progress_is_reported_per_step_and_cancel_stops_cleanly(daclip_handle, unet_handle, lq, monkeypatch):
     image = comfy_image(lq)
     (embeds,) = nodes.DACLIPEncodeImage().encode(daclip_handle, image)

@@ -3,6 +3,7 @@
 in-process: the objectives reduce their loss on a repeated batch, and PSNR/SSIM match scikit-image."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -434,14 +435,29 @@ def test_checkpoint_pruning_and_resume_resolution(scripts_on_path, tmp_path):
     assert training_utils.resolve_resume_checkpoint("latest", tmp_path / "empty") is None
 
 
-def test_held_out_split_keeps_clean_images_apart(scripts_on_path):
+def test_held_out_split_is_stratified_seeded_and_keeps_clean_images_apart(scripts_on_path):
     import training_utils
 
-    train, held_out = training_utils.held_out_indices(30, 4, group_size=3)
-    assert held_out == [0, 1, 2, 3] and train == list(range(6, 30))  # image 1 (items 3..5) is out of training
-    assert training_utils.held_out_indices(5, 0) == ([0, 1, 2, 3, 4], [])
-    with pytest.raises(ValueError):
-        training_utils.held_out_indices(3, 3)
+    # Paired data sorted by label (as PairedDegradationDataset lists it): the split covers every label, not the
+    # alphabetically first one, and the same seed gives the same split.
+    labels = ["hazy"] * 10 + ["noisy"] * 10 + ["rainy"] * 10
+    train, held_out = training_utils.held_out_indices(labels, 6, seed=0)
+    assert sorted(labels[i] for i in held_out) == ["hazy", "hazy", "noisy", "noisy", "rainy", "rainy"]
+    assert sorted(train + held_out) == list(range(30)) and not set(train) & set(held_out)
+    assert training_utils.held_out_indices(labels, 6, seed=0) == (train, held_out)
+    assert training_utils.held_out_indices(labels, 6, seed=1)[1] != held_out
+    assert len({labels[i] for i in training_utils.held_out_indices(labels, 2, seed=3)[1]}) == 2
+
+    # Synthetic data: item i is clean image i // 3 with label i % 3. 4 held out → 2 whole images out of training.
+    labels = ["noisy", "hazy", "rainy"] * 10
+    groups = [i // 3 for i in range(30)]
+    train, held_out = training_utils.held_out_indices(labels, 4, seed=0, groups=groups)
+    held_images = {groups[i] for i in held_out}
+    assert len(held_images) == 2 and {labels[i] for i in held_out} == {"noisy", "hazy", "rainy"}
+    assert not held_images & {groups[i] for i in train} and len(train) == 24
+    assert training_utils.held_out_indices(labels, 0, seed=0) == (list(range(30)), [])
+    with pytest.raises(ValueError, match="--num_validation_images"):
+        training_utils.held_out_indices(["hazy"] * 3, 3, seed=0)
 
 
 def test_training_loader_never_makes_a_ragged_batch(scripts_on_path):
@@ -478,3 +494,207 @@ def test_skimage_photos_can_be_chosen_to_hold_some_out(scripts_on_path):
     assert len(everything) == len(training_utils.SKIMAGE_PHOTOS)
     with pytest.raises(SystemExit):  # not one of the bundled photos
         parser.parse_args(["--clean_images", "skimage", "--skimage_photos", "coffee-cup"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runs: one per --output_dir, resumed with its own settings; the recipe; mistakes as usage errors; --help
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def accelerate_state():
+    """The scripts log through accelerate's logger, which needs accelerate's state: in-process calls create it as
+    `Accelerator()` would, on the CPU."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=True)
+
+
+def _exit_message(capsys, call):
+    """Run `call`, expect argparse-style exit code 2, return stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def _fake_run(folder):
+    for name in ("checkpoint-2", "checkpoint-4", "unet", "validation/step-2"):
+        (folder / name).mkdir(parents=True)
+    (folder / "logs").mkdir()
+    (folder / "logs" / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train_loss": 1.0}) + "\n" for s in range(1, 7)))
+    (folder / "logs" / "config.json").write_text("{}")
+    (folder / "model_index.json").write_text("{}")
+    (folder / "my_notes.txt").write_text("not the run's")
+
+
+def test_a_used_output_dir_is_refused_unless_resumed_or_overwritten(scripts_on_path, tmp_path, capsys, tiny_daclip_args):
+    import train_unet
+    import training_utils
+
+    _fake_run(tmp_path / "run")
+    base = [*tiny_daclip_args, "--unet_config", "u.json", "--clean_images", "skimage", "--output_dir", tmp_path / "run"]
+    base = list(map(str, base))
+    message = _exit_message(capsys, lambda: train_unet.parse_args(base))
+    assert "already holds a training run" in message and "--resume_from_checkpoint latest" in message
+    assert "--overwrite_output_dir" in message and "checkpoint-2" in message
+    assert train_unet.parse_args(base + ["--resume_from_checkpoint", "latest"]).resume_from_checkpoint == "latest"
+    message = _exit_message(capsys, lambda: train_unet.parse_args(base + ["--overwrite_output_dir", "--resume_from_checkpoint", "latest"]))
+    assert "pick one" in message
+    # A run without checkpoints cannot be resumed, only overwritten.
+    _fake_run(tmp_path / "no-checkpoints")
+    for name in ("checkpoint-2", "checkpoint-4"):
+        (tmp_path / "no-checkpoints" / name).rmdir()
+    no_checkpoints = base[:-1] + [str(tmp_path / "no-checkpoints"), "--resume_from_checkpoint", "latest"]
+    assert "no checkpoint-<step> folder" in _exit_message(capsys, lambda: train_unet.parse_args(no_checkpoints))
+
+    # --overwrite_output_dir deletes what the run wrote (and nothing else); a fresh folder needs nothing.
+    args = train_unet.parse_args(base + ["--overwrite_output_dir"])
+    training_utils.clear_run(args)
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["my_notes.txt"]
+    assert train_unet.parse_args(base).output_dir == str(tmp_path / "run")
+
+
+def test_a_resume_drops_the_steps_the_interrupted_run_logged_after_its_checkpoint(scripts_on_path, tmp_path):
+    import training_utils
+
+    _fake_run(tmp_path)
+    training_utils.forget_logged_steps_after(tmp_path / "logs" / "metrics.jsonl", 4)
+    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_train_unet_resume_with_other_settings_is_refused_and_listed(tmp_path, tiny_daclip_args, scripts_on_path, capsys):
+    """A 2-step run with EMA and validation; resuming it without them (or with another objective or seed) would
+    corrupt it: refused, listing every difference. A harmless difference is allowed."""
+    unet_config = tmp_path / "unet.json"
+    unet_config.write_text(json.dumps(TINY_UNET_CONFIG))
+    output_dir = tmp_path / "run"
+    data = [*tiny_daclip_args, "--unet_config", unet_config, "--clean_images", "skimage", "--skimage_photos", "camera",
+            "coins", "moon", "--degradations", "noisy", "hazy", "--resolution", 32, "--train_batch_size", 2,
+            "--checkpointing_steps", 2, "--output_dir", output_dir]
+    run = ["--use_ema", "--objective", "x0", "--validation_steps", 2, "--num_validation_images", 2,
+           "--validation_inference_steps", 1]
+    launch("train_unet.py", data + run + ["--max_train_steps", 2], tmp_path)
+    recorded = json.loads((output_dir / "logs" / "config.json").read_text())
+    assert recorded["use_ema"] is True and recorded["objective"] == "x0" and recorded["num_validation_images"] == 2
+
+    import train_unet
+
+    resume = [str(value) for value in data + ["--max_train_steps", 4, "--resume_from_checkpoint", "latest"]]
+    message = _exit_message(capsys, lambda: train_unet.main(resume + ["--learning_rate", "1e-3"]))
+    for difference in ("--use_ema: the run used True, now False", "--objective: the run used 'x0', now 'matching'",
+                       "--num_validation_images: the run used 2, now 0", "--learning_rate"):
+        assert difference in message, message
+    assert "would corrupt the run" in message and "validation images would become training data" in message
+    message = _exit_message(capsys, lambda: train_unet.main(resume + list(map(str, run)) + ["--seed", "1"]))
+    assert "--seed: the run used 0, now 1" in message and "--learning_rate" not in message
+    assert [m["step"] for m in read_metrics(output_dir) if "train_loss" in m] == [1, 2]  # nothing trained
+
+
+def test_the_recipe_travels_with_the_model(tmp_path, scripts_on_path, caplog, accelerate_state):
+    """The demo model records objective x0, clean-image prediction and EMA; fine-tuning it without those options
+    keeps them, and an option that differs is warned about loudly."""
+    import logging
+
+    import train_unet
+
+    demo = REPO_ROOT / "assets" / "demo-model"
+    recipe = json.loads((demo / "training_recipe.json").read_text())
+    assert (recipe["objective"], recipe["prediction_type"], recipe["use_ema"]) == ("x0", "sample", True)
+    base = ["--pretrained_model", str(demo), "--clean_images", "skimage", "--output_dir", str(tmp_path / "out")]
+    args = train_unet.parse_args(base)
+    assert args.objective is None and args.use_ema is None
+    _, _, sde_config = train_unet.load_models(args)
+    assert (args.objective, args.use_ema, args.ema_decay) == ("x0", True, 0.9999)
+    assert sde_config["prediction_type"] == "sample" and sde_config["max_sigma"] == 50
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        args = train_unet.parse_args(base + ["--objective", "matching", "--no-use_ema", "--max_sigma", "10"])
+        _, _, sde_config = train_unet.load_models(args)
+    assert (args.objective, args.use_ema, sde_config["max_sigma"]) == ("matching", False, 10)
+    warnings = "\n".join(record.getMessage() for record in caplog.records if "!!" in record.getMessage())
+    assert "--objective matching differs" in warnings and "--objective x0" in warnings
+    assert "--use_ema False differs" in warnings and "max_sigma 10" in warnings
+
+    # A model with no recipe (e.g. converted from the authors' files) trains with the authors' settings.
+    args = train_unet.parse_args(["--daclip_model", str(demo / "daclip"), "--unet_checkpoint", str(tmp_path / "none"),
+                                  "--clean_images", "skimage", "--output_dir", str(tmp_path / "out")])
+    import training_utils
+
+    training_utils.reuse_recipe(args, {}, None, {"objective": "matching", "use_ema": False, "ema_decay": 0.9999}, None)
+    assert (args.objective, args.use_ema) == ("matching", False)
+
+
+def _pairs(root, labels=("hazy", "noisy"), count=3, size=40):
+    import PIL.Image
+
+    rng = np.random.default_rng(0)
+    for label in labels:
+        for kind in ("LQ", "GT"):
+            (root / label / kind).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            for kind in ("LQ", "GT"):
+                pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                PIL.Image.fromarray(pixels).save(root / label / kind / f"{index:03d}.png")
+    return root
+
+
+def test_data_and_config_mistakes_are_usage_errors_naming_the_fix(
+    tmp_path, scripts_on_path, capsys, tiny_daclip_args, accelerate_state
+):
+    import train_daclip
+    import train_unet
+
+    pairs = _pairs(tmp_path / "pairs")
+    demo = REPO_ROOT / "assets" / "demo-model"
+    unet = ["--pretrained_model", str(demo), "--resolution", "32", "--max_train_steps", "1"]
+
+    # One folder too deep: name the parent.
+    message = _exit_message(capsys, lambda: train_unet.main(
+        unet + ["--train_data_dir", str(pairs / "hazy"), "--output_dir", str(tmp_path / "a")]))
+    assert "give its parent folder" in message and str(pairs) in message and "Traceback" not in message
+    # Unpaired images: the flag, not a Python keyword.
+    (pairs / "noisy" / "GT" / "001.png").unlink()
+    message = _exit_message(capsys, lambda: train_daclip.main(
+        ["--daclip_model", str(demo / "daclip"), "--train_data_dir", str(pairs), "--output_dir", str(tmp_path / "b")]))
+    assert "--skip_unpaired" in message and "strict" not in message and "001" in message
+    # The UNet config: a width that does not fit the DA-CLIP, an unknown key.
+    config = tmp_path / "unet.json"
+    config.write_text(json.dumps({**TINY_UNET_CONFIG, "context_dim": 48}))
+    new_unet = [*map(str, tiny_daclip_args), "--unet_config", str(config), "--clean_images", "skimage",
+                "--output_dir", str(tmp_path / "c")]
+    message = _exit_message(capsys, lambda: train_unet.load_models(train_unet.parse_args(new_unet)))
+    assert "set context_dim to 32 in your UNet config" in message
+    config.write_text(json.dumps({**TINY_UNET_CONFIG, "base_channel": 32}))
+    message = _exit_message(capsys, lambda: train_unet.load_models(train_unet.parse_args(new_unet)))
+    assert "unknown key(s) base_channel" in message and "base_channels" in message
+
+
+def test_train_daclip_reads_the_paired_layout(tmp_path, scripts_on_path):
+    import train_daclip
+
+    pairs = _pairs(tmp_path / "pairs", labels=("rainy", "hazy"), count=4)
+    args = train_daclip.parse_args(["--daclip_model", "unused", "--train_data_dir", str(pairs), "--validation_steps", "1",
+                                    "--num_validation_images", "2", "--output_dir", str(tmp_path / "out")])
+    train_set, validation_set, labels, has_captions = train_daclip.build_datasets(args, 32)
+    assert labels == ["hazy", "rainy"] and not has_captions  # the released label order
+    assert len(train_set) == 6 and sorted(item["degradation"] for item in validation_set) == ["hazy", "rainy"]
+    batch = train_daclip.collate([train_set[0], train_set[1]])
+    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["caption"] is None
+
+
+@pytest.mark.parametrize("script", ["train_unet", "train_daclip"])
+def test_help_shows_every_option_with_text_and_defaults(script, scripts_on_path, capsys):
+    import importlib
+
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "--learning_rate LEARNING_RATE" in text and "(default: " in text
+    assert "(default: 0.9)" in text  # adam_beta1
+    # Every option has its text; every option --help names is one the script accepts.
+    parser = module.build_parser()
+    accepted = {option for action in parser._actions for option in action.option_strings}
+    assert all(action.help for action in parser._actions), [a.dest for a in parser._actions if not a.help]
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", text))
+    assert named <= accepted, named - accepted

@@ -184,6 +184,14 @@ class DACLIPModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, ConfigMixi
         text_cfg (`dict`): open_clip `CLIPTextCfg` fields of the text tower.
         quick_gelu (`bool`): QuickGELU instead of exact GELU; False for every DA-CLIP.
         degradations (`list` of `str`): the labels `detect_degradation` chooses from by default.
+        degradation_logit_scale (`float`, *optional*): the factor on the cosine similarities that
+            `detect_degradation` turns into probabilities; None uses the authors' literal 100. A model whose
+            100 is badly calibrated (every answer at probability 1.000, right or wrong) carries a scale fitted
+            on held-out data (temperature scaling, Guo et al., ICML 2017); the argmax never changes.
+        text_tower_pretrained (`bool`): whether the text tower understands language (True for every
+            released DA-CLIP: a pretrained CLIP). False for a model whose text tower is random and frozen (the
+            bundled demo model): only its own `degradations` labels mean anything to it, so steering with
+            any other text is warned about.
 
     ```py
     >>> model = DACLIPModel.from_original_checkpoint("daclip_ViT-B-32.pt")
@@ -203,12 +211,16 @@ class DACLIPModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, ConfigMixi
         text_cfg: Optional[Dict[str, Any]] = None,
         quick_gelu: bool = False,
         degradations: Optional[List[str]] = None,
+        degradation_logit_scale: Optional[float] = None,
+        text_tower_pretrained: bool = True,
     ):
         super().__init__()
         vision_cfg = dict(_DEFAULT_VISION_CFG if vision_cfg is None else vision_cfg)
         text_cfg = dict(_DEFAULT_TEXT_CFG if text_cfg is None else text_cfg)
         _check_tower_configs(vision_cfg, text_cfg)
         degradations = _check_labels(DEGRADATIONS if degradations is None else degradations)
+        if degradation_logit_scale is not None and not degradation_logit_scale > 0:
+            raise ValueError(f"degradation_logit_scale must be a positive number, not {degradation_logit_scale!r}.")
         self.register_to_config(vision_cfg=vision_cfg, text_cfg=text_cfg, degradations=list(degradations))
 
         self.clip = CLIP(embed_dim, vision_cfg, text_cfg, quick_gelu=quick_gelu)
@@ -422,11 +434,21 @@ class DACLIPModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, ConfigMixi
     def degradation_logits(
         self, degradation_embeds: torch.Tensor, labels: Optional[Sequence[str]] = None
     ) -> torch.Tensor:
-        """`100 · normalize(degradation_embeds) · normalize(text_embeds(labels))ᵀ`, `[B, len(labels)]` float32."""
+        """`s · normalize(degradation_embeds) · normalize(text_embeds(labels))ᵀ`, `[B, len(labels)]` float32, with
+        s = `config.degradation_logit_scale`, or the authors' 100 when it is None."""
         labels = self._resolve_labels(labels)
         text_embeds = self._label_text_embeds(labels).to(device=degradation_embeds.device)
         degradation = F.normalize(degradation_embeds.float(), dim=-1)
-        return (DEGRADATION_LOGIT_SCALE * degradation) @ F.normalize(text_embeds, dim=-1).T
+        scale = getattr(self.config, "degradation_logit_scale", None) or DEGRADATION_LOGIT_SCALE
+        return (scale * degradation) @ F.normalize(text_embeds, dim=-1).T
+
+    def unknown_steering_texts(self, texts: Sequence[str]) -> List[str]:
+        """The texts this model cannot understand as degradations: with a random text tower
+        (`config.text_tower_pretrained` False, the demo model) every text but its own labels; else none."""
+        if getattr(self.config, "text_tower_pretrained", True):
+            return []
+        known = set(self.config.degradations or DEGRADATIONS)
+        return sorted({text for text in texts if text not in known})
 
     def _resolve_labels(self, labels: Optional[Sequence[str]]) -> Tuple[str, ...]:
         if labels is None:

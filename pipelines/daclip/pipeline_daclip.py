@@ -18,6 +18,7 @@ from diffusers.utils import BaseOutput, logging
 
 from ...schedulers import IRSDEPosteriorScheduler, IRSDEScheduler
 from .hub import download_original_checkpoints, download_pipeline_folder, is_remote_code_layout, write_remote_code_layout
+from .color_fix import COLOR_FIX_METHODS, apply_color_fix
 from .image_processing import ImageInput, postprocess, to_rgb_tensors
 from .tiling import check_tiling, tiled_noise_prediction
 from .modeling_daclip import DACLIPModel
@@ -194,6 +195,13 @@ class DACLIPPipeline(DiffusionPipeline):
                 embeds = embeds[None]
             return embeds.expand(batch_size, -1), [None] * batch_size
         texts = [degradation] * batch_size if isinstance(degradation, str) else list(degradation)
+        unknown = self.daclip.unknown_steering_texts(texts)
+        if unknown:
+            logger.warning(
+                f"this DA-CLIP's text tower is random (text_tower_pretrained=False, e.g. the demo model): it knows only "
+                f"its labels {list(self.daclip.config.degradations)}, so {', '.join(map(repr, unknown))} steers the "
+                "restoration in an arbitrary direction."
+            )
         text_embeds = self.encode_degradation_text(texts, device)
         text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
         return text_embeds * image_degradation_embeds.norm(dim=-1, keepdim=True), texts
@@ -292,6 +300,7 @@ class DACLIPPipeline(DiffusionPipeline):
         tile_overlap: int = 32,
         content_embeds: Optional[torch.Tensor] = None,
         degradation_embeds: Optional[torch.Tensor] = None,
+        color_fix: str = "none",
     ):
         r"""
         Restore one image or a batch.
@@ -318,6 +327,9 @@ class DACLIPPipeline(DiffusionPipeline):
             tile_overlap: pixels shared by neighbouring tiles, blended linearly.
             content_embeds, degradation_embeds: precomputed DA-CLIP embeddings (`[D]` or `[B, D]`, given
                 together, e.g. from `encode_image`); DA-CLIP is then not run and no label is reported.
+            color_fix: "none" (default: the authors' output), "wavelet" (the input's low-frequency colour with the
+                restoration's detail) or "adain" (the input's per-channel mean and standard deviation); see
+                `color_fix.py`. Not for low-light or haze, whose colour is meant to change.
 
         Returns:
             [`DACLIPPipelineOutput`] (or a tuple `(images, degradations, degradation_probabilities)`).
@@ -338,6 +350,8 @@ class DACLIPPipeline(DiffusionPipeline):
         )
         if tile_size is not None:
             check_tiling(tile_size, tile_overlap, self.unet.min_sample_size)
+        if color_fix not in COLOR_FIX_METHODS:
+            raise ValueError(f"color_fix must be one of {COLOR_FIX_METHODS}, not {color_fix!r}.")
         self._interrupt = False
         self._num_timesteps = num_inference_steps
 
@@ -362,8 +376,9 @@ class DACLIPPipeline(DiffusionPipeline):
                     _rows_for(content_embeds, group, len(images)),
                     _rows_for(degradation_embeds, group, len(images)),
                 )
+            group_images = torch.stack([images[i] for i in group])
             result, group_labels, group_probabilities = self._restore_batch(
-                torch.stack([images[i] for i in group]),
+                group_images,
                 num_inference_steps,
                 group_generator,
                 group_degradation,
@@ -374,6 +389,7 @@ class DACLIPPipeline(DiffusionPipeline):
                 tile_overlap,
                 group_embeds,
             )
+            result = apply_color_fix(result, group_images, color_fix)
             for position, index in enumerate(group):
                 restored[index] = result[position]
                 labels[index] = group_labels[position]

@@ -87,6 +87,10 @@ from pathlib import Path
 from daclip import DACLIPPipeline
 work, target = sys.argv[1:]
 DACLIPPipeline.from_pretrained(f"{work}/unet-16").save_pretrained(target)
+# how the UNet was trained (objective x0, clean-image prediction, EMA, labels): fine-tuning the demo model reuses it
+recipe = json.loads(Path(work, "unet-16", "training_recipe.json").read_text())
+recipe.pop("started_from", None)
+Path(target, "training_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
 for path in Path(target).rglob("config.json"):  # drop the build machine's paths
     config = json.loads(path.read_text())
     config.pop("_name_or_path", None)
