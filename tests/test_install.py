@@ -8,8 +8,9 @@ installs the pack one of the two documented ways:
 - ComfyUI-Manager: a clone in `custom_nodes/`, then `pip install <line>` for each line of `requirements.txt`;
 - README: `pip install -r requirements.txt -e .` from the clone (the nodes plus the `daclip` command).
 
-It then asserts `pip check` is clean, the host's transformers and huggingface_hub are the ones it had, and the
-nodes import the way ComfyUI imports a custom node folder. pip's cache lives in the tmp folder too.
+It then asserts `pip check` is clean, the host's transformers is the one it had (and its huggingface_hub too,
+under transformers<5), and the nodes import the way ComfyUI imports a custom node folder. pip's cache lives in
+the tmp folder too.
 """
 import importlib.metadata
 import json
@@ -125,7 +126,12 @@ def test_installing_the_pack_keeps_the_host_working(tmp_path, shared_torch, pip_
 
     _run([str(python), "-m", "pip", "check"], env=env)
     after = _run([str(python), "-c", HOST_VERSIONS], env=env)
-    assert after == before, f"the install changed the host's transformers/huggingface_hub: {before} -> {after}"
+    # transformers is never touched. Under transformers<5 neither is huggingface_hub (0.x). Under transformers 5 a
+    # huggingface_hub 2.x comes down to 1.x (diffusers 0.39 wants <2), which transformers 5 accepts: pip check
+    # above is clean.
+    assert after.split()[0] == before.split()[0], f"the install changed the host's transformers: {before} -> {after}"
+    if host == "transformers<5":
+        assert after == before, f"the install changed the host's huggingface_hub: {before} -> {after}"
     nodes = json.loads(_run([str(python), "-c", IMPORT_AS_COMFYUI, str(clone)], cwd=tmp_path, env=env))
     assert "DACLIPRestore" in nodes and len(nodes) >= 6
     if way == "readme":
