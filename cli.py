@@ -27,6 +27,7 @@ examples:
   daclip restore rainy.png -o out/ --model daclip-uir --degradation rainy
   daclip detect photos/ --model daclip-uir --json
   daclip convert --daclip daclip_ViT-B-32.pt --unet universal-ir.pth -o daclip-uir
+  daclip download universal --to ComfyUI/models/daclip
 """
 
 
@@ -132,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--unet", required=True)
     convert.add_argument("--daclip-config")
     convert.add_argument("-o", "--output-dir", required=True)
+
+    download = commands.add_parser(
+        "download",
+        help="fetch the authors' released DA-CLIP and UNet files into a folder",
+        description="Download the authors' released files of one variant (universal: daclip_ViT-B-32.pt + "
+        "universal-ir.pth; mix: the _mix pair; wild: wild-daclip_ViT-L-14.pt + wild-ir.pth) from the Hugging Face "
+        "Hub into DIR. Existing files are never replaced; a file appears only once complete; an interrupted "
+        "download resumes when run again.",
+    )
+    download.add_argument("variant", choices=["universal", "mix", "wild"])
+    download.add_argument("--to", required=True, metavar="DIR", help="the folder, e.g. ComfyUI/models/daclip")
+    download.add_argument("--repo", default=None, help="Hub repository (default: the authors' weblzw/daclip-uir-ViT-B-32-irsde)")
+    download.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    download.add_argument("--endpoint", default=None, help="the Hub's address (default: $HF_ENDPOINT or huggingface.co)")
     return parser
 
 
@@ -403,6 +418,23 @@ def run_convert(args) -> int:
     return EXIT_OK
 
 
+def run_download(args) -> int:
+    from .pipelines.daclip.hub import ORIGINAL_REPO_ID, download_file_to_folder, ORIGINAL_CHECKPOINTS
+
+    kept = lambda path: print(f"kept {path} (already there; delete it to download again)")  # noqa: E731
+    for filename in ORIGINAL_CHECKPOINTS[args.variant]:
+        try:
+            path = download_file_to_folder(
+                args.repo or ORIGINAL_REPO_ID, filename, args.to, revision=args.revision, endpoint=args.endpoint,
+                on_existing=kept,
+            )
+        except Exception as error:  # network, HTTP and disk errors alike: say which file, keep the partial data
+            print(f"daclip download: {filename}: {error}", file=sys.stderr)
+            return EXIT_SOME_FAILED
+        print(f"{path}")
+    return EXIT_OK
+
+
 class _ModelLoadFailed(Exception):
     pass
 
@@ -426,7 +458,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handlers = {"restore": run_restore, "detect": run_detect, "convert": run_convert}
+    handlers = {"restore": run_restore, "detect": run_detect, "convert": run_convert, "download": run_download}
     try:
         return handlers[args.command](args)
     except UsageError as error:

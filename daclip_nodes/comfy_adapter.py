@@ -1,8 +1,9 @@
 """Everything the nodes need from ComfyUI, in one place, with fallbacks so the pack imports without it.
 
-Inside ComfyUI this module uses its `folder_paths` registry (the `models/daclip/` folder), its progress bar,
-its interruption flag and its memory manager. Without ComfyUI (tests, scripts) the same functions work on
-folders set with `set_model_folders`, report progress nowhere and are never interrupted.
+Inside ComfyUI this module uses its `folder_paths` registry (the `models/daclip/` folder), its progress bar
+(with step previews), its interruption flag and its memory manager (models wrapped in its `ModelPatcher`).
+Without ComfyUI (tests, scripts) the same functions work on folders set with `set_model_folders`, move models
+to their device and back around each use, report progress nowhere and are never interrupted.
 """
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from ..pipelines.daclip.loading import CHECKPOINT_PATTERN, COMPONENT_FOLDERS, CO
 # they used: importing them ourselves elsewhere (say, tests run from inside a ComfyUI checkout) would run
 # ComfyUI's device setup, which reads ComfyUI's command line.
 if "folder_paths" in sys.modules:
+    import comfy.cli_args as _cli_args
     import comfy.model_management as _model_management
+    import comfy.model_patcher as _model_patcher
     import comfy.utils as _comfy_utils
     import folder_paths as _folder_paths
 else:
-    _model_management = _comfy_utils = _folder_paths = None
+    _cli_args = _model_management = _model_patcher = _comfy_utils = _folder_paths = None
 
 IN_COMFYUI = _folder_paths is not None
 
@@ -172,10 +175,49 @@ def module_size(module: torch.nn.Module) -> int:
     return sum(tensor.nelement() * tensor.element_size() for tensor in module.state_dict().values())
 
 
+class _PatchedModule(torch.nn.Module):
+    """What ComfyUI's `ModelPatcher` holds: our model inside a plain module, because the patcher writes its
+    bookkeeping (`device`, `model_loaded_weight_memory`, ...) onto the module it manages, and diffusers models
+    define `device` as a read-only property."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def get_dtype(self) -> torch.dtype:
+        return next(self.module.parameters()).dtype
+
+
+def manage_model(module: torch.nn.Module, load_device: torch.device, offload_device: torch.device):
+    """Inside ComfyUI: a `ModelPatcher` for `module`, so that ComfyUI's memory manager can see it, make room
+    for it, and unload it ("Unload Models", "Free model and node cache", other models' loads). None outside."""
+    if not IN_COMFYUI:
+        return None
+    # Named after the model, since ComfyUI's log says "Requested to load <class name>".
+    container = type(type(module).__name__, (_PatchedModule,), {})(module)
+    return _model_patcher.ModelPatcher(
+        container, load_device=load_device, offload_device=offload_device, size=module_size(container)
+    )
+
+
 @contextlib.contextmanager
-def model_on_device(module: torch.nn.Module, device: torch.device, offload: torch.device, working_memory: int = 0):
-    """Run a block with `module` on `device`, making room first and putting it back afterwards, even when the
-    block fails or is cancelled (the way `nodes_upscale_model.py` handles its model)."""
+def model_on_device(
+    module: torch.nn.Module, device: torch.device, offload: torch.device, working_memory: int = 0, patcher=None
+):
+    """Run a block with `module` on `device`.
+
+    With a `patcher` (inside ComfyUI) the memory manager loads it, after making room for it and the block's
+    `working_memory` (bytes), and decides when to unload it, as it does for its own models: it stays loaded
+    between runs until the room is needed or the user frees it. Fully, never partially: our layers are
+    plain torch layers, which cannot run with some weights left on the CPU.
+
+    Without one, the module moves to `device` and back to `offload` afterwards, even when the block fails or
+    is cancelled (the way `nodes_upscale_model.py` handles its model).
+    """
+    if patcher is not None:
+        _model_management.load_models_gpu([patcher], memory_required=working_memory, force_full_load=True)
+        yield
+        return
     if IN_COMFYUI:
         _model_management.free_memory(module_size(module) + working_memory, device)
     module.to(device)
@@ -199,10 +241,45 @@ class _NoProgressBar:
     def update(self, value: int) -> None:
         self.current = min(self.current + value, self.total)
 
+    def update_absolute(self, value: int, total: Optional[int] = None, preview=None) -> None:
+        self.total = self.total if total is None else total
+        self.current = min(value, self.total)
+
 
 def progress_bar(total: int):
     """ComfyUI's progress bar for the running node (a silent counter outside ComfyUI)."""
     return _comfy_utils.ProgressBar(total) if IN_COMFYUI else _NoProgressBar(total)
+
+
+# About this many previews per run: each costs one image conversion (well under 1% of a UNet step, see
+# benchmarks/benchmark_previews.py), and more would not be seen anyway.
+PREVIEWS_PER_RUN = 20
+
+
+def preview_interval(steps: int) -> Optional[int]:
+    """Every how many steps the sampler sends a preview; None when ComfyUI's preview method is "none"
+    (`--preview-method`, the same setting that turns KSampler's previews on and off) or outside ComfyUI."""
+    if not IN_COMFYUI or _cli_args.args.preview_method == _cli_args.LatentPreviewMethod.NoPreviews:
+        return None
+    return max(1, steps // PREVIEWS_PER_RUN)
+
+
+def preview_image(images: torch.Tensor, max_size: Optional[int] = None):
+    """The first image of a `[B, 3, H, W]` batch (0..1, any device) as a preview for ComfyUI's progress bar:
+    `("JPEG", PIL image, max_size)`, what its own samplers send (`latent_preview.py`). Shrunk on the tensor's
+    device to at most `max_size` pixels (ComfyUI's `--preview-size`) before it is copied to the CPU."""
+    import PIL.Image
+
+    if max_size is None:
+        max_size = _cli_args.args.preview_size if IN_COMFYUI else 512
+    image = images[:1].detach().float()
+    height, width = image.shape[-2:]
+    scale = max_size / max(height, width)
+    if scale < 1:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        image = torch.nn.functional.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+    pixels = image[0].clamp(0, 1).mul(255).round().to(torch.uint8).movedim(0, -1).cpu().numpy()
+    return ("JPEG", PIL.Image.fromarray(pixels), max_size)
 
 
 def throw_if_interrupted() -> None:

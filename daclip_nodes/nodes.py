@@ -49,6 +49,8 @@ class DACLIPHandle:
     name: str
     load_device: torch.device
     offload_device: torch.device
+    # Inside ComfyUI: the model's `ModelPatcher`, through which ComfyUI's memory manager loads and unloads it.
+    patcher: Any = None
 
 
 @dataclass
@@ -60,6 +62,7 @@ class RestorationModelHandle:
     name: str
     load_device: torch.device
     offload_device: torch.device
+    patcher: Any = None  # as `DACLIPHandle.patcher`
 
     @property
     def variant(self) -> str:
@@ -188,8 +191,8 @@ def load_restoration_model(path: str, name: str) -> Tuple[DACLIPUNet2DModel, Dic
 # -----------------------------------------------------------------------------------------------------------
 # Nodes
 # -----------------------------------------------------------------------------------------------------------
-_DEVICE_INPUT = (DEVICES, {"default": "default", "tooltip": "default: ComfyUI's device while the node runs, "
-                           "offloaded afterwards; cpu: always on the CPU."})
+_DEVICE_INPUT = (DEVICES, {"default": "default", "tooltip": "default: ComfyUI's device, loaded and unloaded by "
+                           "ComfyUI's memory manager like its own models; cpu: always on the CPU."})
 _DTYPE_INPUT = (list(DTYPES), {"default": "fp32", "tooltip": "Weights and compute precision. fp32 reproduces the "
                                "authors' numbers; fp16/bf16 save memory on a GPU."})
 
@@ -225,7 +228,8 @@ class DACLIPLoader:
         load_device, offload_device = _devices(device)
         path = comfy_adapter.resolve_model_entry(model_name)
         model = load_daclip_model(path, model_name).to(device=offload_device, dtype=_dtype(dtype)).eval()
-        return (DACLIPHandle(model, model_name, load_device, offload_device),)
+        patcher = comfy_adapter.manage_model(model, load_device, offload_device)
+        return (DACLIPHandle(model, model_name, load_device, offload_device, patcher),)
 
 
 class DACLIPRestorationModelLoader:
@@ -249,7 +253,8 @@ class DACLIPRestorationModelLoader:
         path = comfy_adapter.resolve_model_entry(model_name)
         unet, scheduler_config = load_restoration_model(path, model_name)
         unet = unet.to(device=offload_device, dtype=_dtype(dtype)).eval()
-        return (RestorationModelHandle(unet, scheduler_config, model_name, load_device, offload_device),)
+        patcher = comfy_adapter.manage_model(unet, load_device, offload_device)
+        return (RestorationModelHandle(unet, scheduler_config, model_name, load_device, offload_device, patcher),)
 
 
 class DACLIPDetectDegradation:
@@ -289,7 +294,8 @@ class DACLIPDetectDegradation:
         label_list = parse_labels(labels)
         images = comfy_image_to_batch(image)
         comfy_adapter.throw_if_interrupted()
-        with comfy_adapter.model_on_device(daclip.model, daclip.load_device, daclip.offload_device, DACLIP_WORKING_MEMORY):
+        with comfy_adapter.model_on_device(daclip.model, daclip.load_device, daclip.offload_device, DACLIP_WORKING_MEMORY,
+                                          patcher=daclip.patcher):
             predictions = daclip.model.detect_degradation(list(images), labels=label_list)
         report = format_report(predictions)
         best_labels = [prediction.label for prediction in predictions]
@@ -327,7 +333,8 @@ class DACLIPEncodeImage:
     def encode(self, daclip: DACLIPHandle, image: torch.Tensor):
         images = comfy_image_to_batch(image)
         comfy_adapter.throw_if_interrupted()
-        with comfy_adapter.model_on_device(daclip.model, daclip.load_device, daclip.offload_device, DACLIP_WORKING_MEMORY):
+        with comfy_adapter.model_on_device(daclip.model, daclip.load_device, daclip.offload_device, DACLIP_WORKING_MEMORY,
+                                          patcher=daclip.patcher):
             content, degradation = _pipeline(daclip=daclip.model).encode_image(images, daclip.load_device)
         content, degradation = content.cpu(), degradation.cpu()
         embeds = DACLIPEmbeds(content, degradation, degradation, (None,) * len(images), daclip)
@@ -374,7 +381,8 @@ class DACLIPDegradationFromText:
             )
         if daclip.name != embeds.daclip.name:
             logger.warning("DA-CLIP: the text is encoded by '%s' but the images by '%s'.", daclip.name, embeds.daclip.name)
-        with comfy_adapter.model_on_device(daclip.model, daclip.load_device, daclip.offload_device, DACLIP_WORKING_MEMORY):
+        with comfy_adapter.model_on_device(daclip.model, daclip.load_device, daclip.offload_device, DACLIP_WORKING_MEMORY,
+                                          patcher=daclip.patcher):
             degradation, _ = _pipeline(daclip=daclip.model).degradation_condition(
                 text, embeds.image_degradation_embeds.to(daclip.load_device), daclip.load_device
             )
@@ -452,12 +460,19 @@ class DACLIPRestore:
         scheduler.set_timesteps(steps)  # the pipeline sets it again; here to size the progress bar (mrs may take fewer)
         pipe = _pipeline(unet=unet, scheduler=scheduler)
         conditioning = {"content_embeds": embeds.content_embeds, "degradation_embeds": embeds.degradation_embeds}
-        progress = comfy_adapter.progress_bar(len(scheduler.timesteps))
+        total_steps = len(scheduler.timesteps)
+        progress = comfy_adapter.progress_bar(total_steps)
+        preview_every = comfy_adapter.preview_interval(total_steps)
 
         def on_step_end(pipe, step_index, timestep, tensors):
-            progress.update(1)
+            preview = None
+            due = preview_every is not None and ((step_index + 1) % preview_every == 0 or step_index + 1 == total_steps)
+            if due and tensors["pred_original_sample"] is not None:
+                # x̂₀, the current estimate of the clean image, as ComfyUI's own samplers preview it.
+                preview = comfy_adapter.preview_image(tensors["pred_original_sample"])
+            progress.update_absolute(step_index + 1, total_steps, preview)
             comfy_adapter.throw_if_interrupted()
-            return tensors
+            return {}
 
         comfy_adapter.throw_if_interrupted()
         batch, channels, height, width = images.shape
@@ -465,7 +480,8 @@ class DACLIPRestore:
             height, width = min(height, tile_size), min(width, tile_size)
         working_memory = batch * channels * height * width * UNET_BYTES_PER_INPUT_VALUE
         with comfy_adapter.model_on_device(
-            unet, restoration_model.load_device, restoration_model.offload_device, working_memory
+            unet, restoration_model.load_device, restoration_model.offload_device, working_memory,
+            patcher=restoration_model.patcher,
         ):
             output = pipe(
                 images,
@@ -473,6 +489,7 @@ class DACLIPRestore:
                 generator=torch.Generator().manual_seed(seed),
                 output_type="pt",
                 callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=["pred_original_sample"],
                 tile_size=tile_size or None,
                 tile_overlap=tile_overlap,
                 color_fix=color_fix,

@@ -331,17 +331,20 @@ def test_progress_is_reported_per_step_and_cancel_stops_cleanly(daclip_handle, u
     (embeds,) = nodes.DACLIPEncodeImage().encode(daclip_handle, image)
     bars = []
 
-    class Bar:
+    class Bar:  # comfy.utils.ProgressBar's interface
         def __init__(self, total):
-            self.total, self.current = total, 0
+            self.total, self.current, self.previews = total, 0, []
             bars.append(self)
 
-        def update(self, value):
-            self.current += value
+        def update_absolute(self, value, total=None, preview=None):
+            self.total = total or self.total
+            self.current = value
+            if preview is not None:
+                self.previews.append((value, preview))
 
     monkeypatch.setattr(comfy_adapter, "progress_bar", Bar)
     nodes.DACLIPRestore().restore(unet_handle, image, embeds, "posterior", 4, 0)
-    assert [(bar.total, bar.current) for bar in bars] == [(4, 4)]
+    assert [(bar.total, bar.current, bar.previews) for bar in bars] == [(4, 4, [])]  # previews off outside ComfyUI
 
     class Interrupted(Exception):
         pass
@@ -364,6 +367,38 @@ def test_progress_is_reported_per_step_and_cancel_stops_cleanly(daclip_handle, u
     monkeypatch.setattr(comfy_adapter, "throw_if_interrupted", lambda: None)
     (restored,) = nodes.DACLIPRestore().restore(unet_handle, image, embeds, "posterior", 1, 0)  # the next run works
     assert restored.shape == image.shape
+
+
+def test_restore_previews_the_clean_image_estimate_every_few_steps(daclip_handle, unet_handle, lq, monkeypatch):
+    image = comfy_image(lq)
+    (embeds,) = nodes.DACLIPEncodeImage().encode(daclip_handle, image)
+    previews = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            if preview is not None:
+                previews.append((value, preview))
+
+    monkeypatch.setattr(comfy_adapter, "progress_bar", Bar)
+    monkeypatch.setattr(comfy_adapter, "preview_interval", lambda steps: 2)  # as with --preview-method auto
+    (restored,) = nodes.DACLIPRestore().restore(unet_handle, image, embeds, "posterior", 5, 0)
+    assert [value for value, _ in previews] == [2, 4, 5]  # every 2nd step, and the last
+    for _, (image_format, picture, max_size) in previews:
+        assert image_format == "JPEG" and picture.mode == "RGB"
+        assert picture.size == (image.shape[2], image.shape[1]) and max_size == 512
+    # At the last step x̂₀ is (up to the posterior's tiny last noise) the result itself.
+    last = np.asarray(previews[-1][1][1], dtype=np.float32) / 255
+    assert np.abs(last - restored[0].numpy()).max() < 3 / 255
+
+
+def test_preview_image_shrinks_large_images_to_the_preview_size():
+    batch = torch.rand(2, 3, 300, 1200)
+    image_format, picture, max_size = comfy_adapter.preview_image(batch, max_size=256)
+    assert (image_format, picture.size, max_size) == ("JPEG", (256, 64), 256)
+    np.testing.assert_allclose(np.asarray(picture, dtype=np.float32).mean() / 255, batch[0].mean().item(), atol=0.01)
 
 
 # -----------------------------------------------------------------------------------------------------------
@@ -461,8 +496,42 @@ def _check_value(node_id, name, spec, value):
 
 
 def test_example_workflows_exist():
-    assert WORKFLOW_NAMES == ["daclip_detect", "daclip_restore", "daclip_restore_demo", "daclip_restore_text"]
+    assert WORKFLOW_NAMES == [
+        "daclip_detect", "daclip_restore", "daclip_restore_demo", "daclip_restore_text", "daclip_restore_tiled"
+    ]
     assert all((WORKFLOWS / "api" / f"{name}.json").is_file() for name in WORKFLOW_NAMES)
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_has_a_thumbnail_for_the_templates_browser(name):
+    # ComfyUI's templates browser shows `<name>.jpg` beside `<name>.json`.
+    with PIL.Image.open(WORKFLOWS / f"{name}.jpg") as thumbnail:
+        assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 128
+
+
+RELEASED_URL = "https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/resolve/main/"
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_names_its_released_models_for_the_missing_models_dialog(name):
+    """Each loader whose file is one of the authors' released files carries the frontend's model metadata
+    (`properties.models`: name, url, directory; the frontend offers the ones whose name is the widget's value
+    and that models/<directory> lacks); the bundled demo model needs none."""
+    from daclip.pipelines.daclip.hub import ORIGINAL_CHECKPOINTS
+
+    released = {filename for pair in ORIGINAL_CHECKPOINTS.values() for filename in pair}
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    loaders = [node for node in ui["nodes"] if node["type"] in ("DACLIPLoader", "DACLIPRestorationModelLoader")]
+    assert loaders
+    for node in loaders:
+        model_name = node["widgets_values"][0]
+        if model_name == "demo-model/":
+            assert "models" not in node["properties"]
+            continue
+        assert model_name in released
+        assert node["properties"]["models"] == [
+            {"name": model_name, "url": RELEASED_URL + model_name, "directory": comfy_adapter.MODEL_FOLDER}
+        ]
 
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)

@@ -258,6 +258,41 @@ def test_save_and_load_round_trip_in_both_loaders(tiny_pipe, lq_image, tmp_path)
     np.testing.assert_array_equal(run(tiny_pipe), run(generic))
 
 
+def test_remote_code_shims_name_an_install_that_works(tiny_pipe, tmp_path):
+    """Where `daclip` is not importable, the shim says how to install it (from a clone; no `daclip` distribution
+    is published), and diffusers' own scan of the file finds no package to tell the user to `pip install`."""
+    import subprocess
+    import sys
+
+    from diffusers.utils import dynamic_modules_utils
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    shim = tmp_path / "pipe" / "unet" / "unet_daclip.py"
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run([sys.executable, "-I", "-S", str(shim)], capture_output=True, text=True, cwd=tmp_path / "empty")
+    assert result.returncode != 0
+    assert "ImportError: this pipeline folder needs the daclip package" in result.stderr
+    assert "pip install -e <clone>" in result.stderr
+    warnings = []
+    original_warning = dynamic_modules_utils.logger.warning
+    dynamic_modules_utils.logger.warning = warnings.append
+    try:
+        dynamic_modules_utils.check_imports(shim)
+    finally:
+        dynamic_modules_utils.logger.warning = original_warning
+    assert warnings == []
+
+
+def test_folders_with_the_earlier_shims_still_load(tiny_pipe, tmp_path):
+    from daclip.pipelines.daclip import hub
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    for shim in (tmp_path / "pipe").rglob("*.py"):
+        class_name = shim.read_text().rsplit(" = _daclip.", 1)[1].strip()
+        shim.write_text(hub._earlier_shim_source(class_name))
+    assert type(DACLIPPipeline.from_pretrained(tmp_path / "pipe").unet).__name__ == "DACLIPUNet2DModel"
+
+
 def test_from_pretrained_refuses_a_tampered_folder(tiny_pipe, tmp_path):
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())

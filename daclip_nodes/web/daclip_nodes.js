@@ -15,6 +15,7 @@ app.registerExtension({
       const widget = ComfyWidgets["STRING"](this, "report_preview", ["STRING", { multiline: true }], app).widget;
       widget.element.readOnly = true;
       widget.serialize = false; // not a node input: kept out of widgets_values
+      widget.options.serialize = false; // ... and out of the prompt graphToPrompt() sends
     };
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {

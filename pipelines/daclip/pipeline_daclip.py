@@ -67,7 +67,7 @@ class DACLIPPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "daclip->unet"
-    _callback_tensor_inputs = ["latents", "mu"]
+    _callback_tensor_inputs = ["latents", "mu", "pred_original_sample"]
 
     def __init__(
         self,
@@ -350,8 +350,8 @@ class DACLIPPipeline(DiffusionPipeline):
             output_type: "pil", "np" (`[B, H, W, 3]` float32) or "pt" (`[B, 3, H, W]`).
             callback_on_step_end: called as `fn(pipe, step_index, timestep, tensors)` after each step; may
                 return a dict replacing any of `callback_on_step_end_tensor_inputs` ("latents" = x_t,
-                "mu" = the degraded image). Set `pipe._interrupt = True` inside it to stop early (the
-                current state is returned).
+                "mu" = the degraded image; "pred_original_sample" = the step's x̂₀, read only). Set
+                `pipe._interrupt = True` inside it to stop early (the current state is returned).
             tile_size: predict the noise in overlapping tiles of this many pixels (e.g. 512) to bound memory
                 for large images; None (default) runs the UNet on the whole image, as the authors.
             tile_overlap: pixels shared by neighbouring tiles, blended linearly.
@@ -505,11 +505,12 @@ class DACLIPPipeline(DiffusionPipeline):
             noise_pred = self._predict_noise(
                 latents, timestep, mu, degradation_embeds, content_embeds, tile_size, tile_overlap
             )
-            latents = self.scheduler.step(
-                noise_pred.float(), timestep, latents, mu=mu, generator=generator
-            ).prev_sample
+            step_output = self.scheduler.step(noise_pred.float(), timestep, latents, mu=mu, generator=generator)
+            latents = step_output.prev_sample
             if callback_on_step_end is not None:
-                local_tensors = {"latents": latents, "mu": mu}
+                # x̂₀, the step's estimate of the clean image (read only: for previews), where the scheduler gives one.
+                pred_original = getattr(step_output, "pred_original_sample", None)
+                local_tensors = {"latents": latents, "mu": mu, "pred_original_sample": pred_original}
                 callback_kwargs = {name: local_tensors[name] for name in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs) or {}
                 latents = callback_outputs.get("latents", latents)
