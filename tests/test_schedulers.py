@@ -1,4 +1,5 @@
 """IR-SDE schedulers against the authors' arrays, plus diffusers' common scheduler checks."""
+import itertools
 import logging
 import warnings
 
@@ -29,15 +30,35 @@ def test_schedule_arrays_match_the_authors(reference, schedule, sample_T):
     assert scheduler.sample_scale == pytest.approx(float(reference[f"{key}.sample_scale"]))
     assert scheduler.max_sigma == pytest.approx(float(reference[f"{key}.max_sigma"]))
     coef_xt, coef_x0, std = scheduler.posterior_coefficients()
-    np.testing.assert_allclose(coef_xt.numpy(), reference[f"{key}.posterior_coef_xt"], atol=1e-6)
-    np.testing.assert_allclose(coef_x0.numpy(), reference[f"{key}.posterior_coef_x0"], atol=1e-6)
+    # The weights are ratios of 1 − e^{−2θ̄dt} terms, which cancel at small t: one ulp of difference in a float32
+    # exp (libm and SIMD exp differ by CPU) moves them by up to ~1e-5. Allow exactly that sensitivity, no more.
+    slack_xt, slack_x0 = _one_ulp_exp_sensitivity(scheduler)
+    np.testing.assert_array_less(np.abs(coef_xt.numpy() - reference[f"{key}.posterior_coef_xt"]), 1e-6 + slack_xt)
+    np.testing.assert_array_less(np.abs(coef_x0.numpy() - reference[f"{key}.posterior_coef_x0"]), 1e-6 + slack_x0)
     np.testing.assert_allclose(std.numpy(), reference[f"{key}.posterior_std"], atol=1e-6)
+
+
+def _one_ulp_exp_sensitivity(scheduler):
+    """Per t, how far the posterior weights move when each of their exponentials e^{−θ_t dt}, e^{−θ̄_t dt},
+    e^{−θ̄_{t−1} dt} is one float32 ulp off: the float32 round-off a CPU's exp may add (`[N]` each)."""
+    schedule = scheduler.sampling_schedule
+    index = torch.arange(1, scheduler.num_inference_steps + 1)
+    decays = [torch.exp(-values * schedule.dt) for values in
+              (schedule.thetas[index], schedule.thetas_cumsum[index], schedule.thetas_cumsum[index - 1])]
+    slack_xt, slack_x0 = torch.zeros(len(index)), torch.zeros(len(index))
+    for shifts in itertools.product((-1, 0, 1), repeat=3):
+        a, b, c = (torch.nextafter(d, d + shift) if shift else d for d, shift in zip(decays, shifts))
+        a0, b0, c0 = decays
+        slack_xt = torch.maximum(slack_xt, (a * (1 - c**2) / (1 - b**2) - a0 * (1 - c0**2) / (1 - b0**2)).abs())
+        slack_x0 = torch.maximum(slack_x0, (c * (1 - a**2) / (1 - b**2) - c0 * (1 - a0**2) / (1 - b0**2)).abs())
+    return slack_xt.nan_to_num(0.0).numpy(), slack_x0.nan_to_num(0.0).numpy()
 
 
 def _teacher_forced(reference, prefix, noise_prefix, scheduler, use_noise=True):
     """Every recorded step: from the authors' x_t and ε̂ (and z), our x_{t−1} must be theirs.
 
-    Returns the largest absolute error over all steps (the states reach about ±200 with the random tiny UNet).
+    Returns the largest error over all steps, relative to max(1, |x|): the states reach about ±200 with the
+    random tiny UNet, where one float32 ulp is 1.5e-5.
     """
     states = torch.from_numpy(reference[f"{prefix}.unet_in_x"])
     outputs = torch.from_numpy(reference[f"{prefix}.unet_out"])
@@ -50,7 +71,7 @@ def _teacher_forced(reference, prefix, noise_prefix, scheduler, use_noise=True):
             outputs[k], timestep, states[k], mu=mu, variance_noise=noise[k] if use_noise else None
         ).prev_sample
         expected = states[k + 1] if k + 1 < len(states) else torch.from_numpy(reference[f"{prefix}.out"])
-        worst = max(worst, float((prev - expected).abs().max()))
+        worst = max(worst, float(((prev - expected).abs() / expected.abs().clamp(min=1.0)).max()))
     return worst
 
 
@@ -67,7 +88,7 @@ def _teacher_forced(reference, prefix, noise_prefix, scheduler, use_noise=True):
 def test_teacher_forced_steps_match_the_authors(reference, prefix, noise_prefix, scheduler, steps):
     scheduler.set_timesteps(steps)
     use_noise = scheduler.config.get("solver") != "ode"  # the probability-flow ODE step has no noise
-    assert _teacher_forced(reference, prefix, noise_prefix, scheduler, use_noise=use_noise) < 1e-5
+    assert _teacher_forced(reference, prefix, noise_prefix, scheduler, use_noise=use_noise) < 1e-6
 
 
 def test_start_state_is_mu_plus_max_sigma_noise(reference):
