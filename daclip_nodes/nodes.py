@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from ..pipelines.daclip.image_processing import comfy_image_to_batch
 from ..pipelines.daclip.modeling_daclip import DACLIPModel
 from ..pipelines.daclip.pipeline_daclip import SAMPLERS, DACLIPPipeline, check_components_match, scheduler_for_sampler
 from ..pipelines.daclip.unet_daclip import DACLIPUNet2DModel
@@ -108,22 +109,6 @@ class DACLIPEmbeds:
 # -----------------------------------------------------------------------------------------------------------
 # Helpers
 # -----------------------------------------------------------------------------------------------------------
-def comfy_image_to_batch(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE `[B, H, W, C]` float in 0..1 → `[B, 3, H, W]` float32 (gray repeated, alpha dropped)."""
-    if not isinstance(image, torch.Tensor) or image.ndim != 4:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"expected a ComfyUI IMAGE (a [batch, height, width, channels] tensor), got {shape}.")
-    channels = image.shape[-1]
-    if channels not in (1, 3, 4):
-        raise ValueError(f"expected an IMAGE with 1, 3 or 4 channels, got {channels}.")
-    batch = image.detach().to(dtype=torch.float32).movedim(-1, 1)
-    if not torch.isfinite(batch).all():
-        raise ValueError("the image contains NaN or infinite values.")
-    # ComfyUI images are 0..1 by convention; a node upstream may overshoot by round-off.
-    batch = batch.clamp(0.0, 1.0)
-    return batch[:, :1].expand(-1, 3, -1, -1) if channels == 1 else batch[:, :3]
-
-
 def batch_to_comfy_image(images: torch.Tensor) -> torch.Tensor:
     """`[B, 3, H, W]` in 0..1 → ComfyUI IMAGE `[B, H, W, 3]` float32 on the CPU."""
     return images.detach().float().cpu().movedim(1, -1).contiguous()

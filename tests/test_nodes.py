@@ -384,7 +384,7 @@ def test_empty_text_and_bad_images_are_refused(daclip_handle, lq):
     with pytest.raises(ValueError, match="NaN"):
         nodes.DACLIPEncodeImage().encode(daclip_handle, torch.full((1, 40, 40, 3), float("nan")))
     with pytest.raises(ValueError, match="channels"):
-        nodes.DACLIPEncodeImage().encode(daclip_handle, torch.rand(1, 40, 40, 2))
+        nodes.DACLIPEncodeImage().encode(daclip_handle, torch.rand(1, 40, 40, 5))
 
 
 def test_comfy_images_convert_both_ways():
