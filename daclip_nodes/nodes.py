@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import os
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
@@ -36,6 +37,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # network at full resolution, several alive at once); only used to ask ComfyUI to make room.
 UNET_BYTES_PER_INPUT_VALUE = 4 * 256
 DACLIP_WORKING_MEMORY = 256 * 1024**2
+# The widget's ceiling only; the real limit is the loaded scheduler's num_train_timesteps, checked at run time.
+MAX_STEPS_INPUT = 10000
 
 
 # -----------------------------------------------------------------------------------------------------------
@@ -424,13 +427,15 @@ class DACLIPRestore:
                                "(Euler-Maruyama); ode: deterministic probability-flow ODE.",
                 }),
                 "steps": ("INT", {
-                    "default": 100, "min": 1, "max": 100,
-                    "tooltip": "Sampling steps (the released models were trained with T = 100).",
+                    "default": 100, "min": 1, "max": MAX_STEPS_INPUT,
+                    "tooltip": "Sampling steps, at most the model's num_train_timesteps (T = 100 for the released "
+                               "models; a model trained with another T allows up to that).",
                 }),
                 "seed": ("INT", {
                     "default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                    "tooltip": "Seed of one torch.Generator for the whole batch (as DACLIPPipeline with "
-                               "generator=torch.Generator().manual_seed(seed)).",
+                    "tooltip": "Every image of the batch is sampled with its own torch.Generator seeded with this "
+                               "(as DACLIPPipeline with generator=[torch.Generator().manual_seed(seed)] * B, and "
+                               "as the command line): an image's result does not depend on the rest of the batch.",
                 }),
             },
             "optional": {
@@ -466,12 +471,16 @@ class DACLIPRestore:
                 restoration_model.name,
             )
         scheduler = scheduler_for_sampler(sampler, restoration_model.scheduler_config)
+        num_train_timesteps = scheduler.config.num_train_timesteps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= num_train_timesteps:
+            raise ValueError(f"steps must be from 1 to {num_train_timesteps} ('{restoration_model.name}' was trained "
+                             f"with num_train_timesteps = {num_train_timesteps}), got {steps!r}.")
         pipe = _pipeline(unet=unet, scheduler=scheduler)
         conditioning = {"content_embeds": embeds.content_embeds, "degradation_embeds": embeds.degradation_embeds}
-        progress = comfy_adapter.progress_bar(steps)
+        progress = comfy_adapter.progress_bar(steps * images.shape[0])  # image-steps: the batch may run in parts
 
         def on_step_end(pipe, step_index, timestep, tensors):
-            progress.update(1)
+            progress.update(tensors["latents"].shape[0])
             comfy_adapter.throw_if_interrupted()
             return tensors
 
@@ -479,21 +488,56 @@ class DACLIPRestore:
         batch, channels, height, width = images.shape
         if tile_size:
             height, width = min(height, tile_size), min(width, tile_size)
-        working_memory = batch * channels * height * width * UNET_BYTES_PER_INPUT_VALUE
-        with comfy_adapter.model_on_device(
-            unet, restoration_model.load_device, restoration_model.offload_device, working_memory
-        ):
+        per_image = channels * height * width * UNET_BYTES_PER_INPUT_VALUE
+        sub_batch = comfy_adapter.images_that_fit(restoration_model.load_device, per_image, batch)
+
+        def restore_images(start: int, stop: int) -> torch.Tensor:
+            # A fresh generator per image and per attempt: the pixels do not depend on how the batch is split.
             output = pipe(
-                images,
+                images[start:stop],
                 num_inference_steps=steps,
-                generator=torch.Generator().manual_seed(seed),
+                generator=[torch.Generator().manual_seed(seed) for _ in range(start, stop)],
                 output_type="pt",
                 callback_on_step_end=on_step_end,
                 tile_size=tile_size or None,
                 tile_overlap=tile_overlap,
-                **conditioning,
+                content_embeds=conditioning["content_embeds"][start:stop],
+                degradation_embeds=conditioning["degradation_embeds"][start:stop],
             )
-        return (batch_to_comfy_image(output.images),)
+            return output.images
+
+        with comfy_adapter.model_on_device(
+            unet, restoration_model.load_device, restoration_model.offload_device, sub_batch * per_image
+        ):
+            restored = restore_in_sub_batches(restore_images, batch, sub_batch, tile_size)
+        return (batch_to_comfy_image(restored),)
+
+
+def restore_in_sub_batches(restore_images, batch: int, sub_batch: int, tile_size: int) -> torch.Tensor:
+    """Run `restore_images(start, stop)` over `batch` images, `sub_batch` at a time, halving the sub-batch when
+    memory runs out (as ComfyUI's upscale node halves its tile). One image that does not fit is an error that
+    says what to change."""
+    results, start = [], 0
+    while start < batch:
+        stop = min(start + sub_batch, batch)
+        try:
+            results.append(restore_images(start, stop))
+        except (torch.OutOfMemoryError, MemoryError) as error:
+            if stop - start == 1:
+                raise MemoryError(
+                    "DA-CLIP Restore: out of memory on a single image"
+                    + (f" with tile_size {tile_size}: use a smaller tile_size" if tile_size else ": set tile_size "
+                       "(e.g. 512) to bound the network's memory")
+                    + ", or fp16/bf16 on a GPU."
+                ) from error
+            comfy_adapter.empty_cache()
+            sub_batch = max(1, (stop - start) // 2)
+            logger.warning("DA-CLIP Restore: out of memory with %d images at once; retrying %d at a time.",
+                           stop - start, sub_batch)
+            continue
+        start = stop
+    return torch.cat(results)
+
 
 
 NODE_CLASS_MAPPINGS = {
