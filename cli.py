@@ -407,8 +407,8 @@ def run_restore(args) -> int:
             if restored_from(target) == source.name:
                 tqdm.write(f"{tag}{source}: done already ({target}; --overwrite redoes it)")
                 continue
-            print(f"failed {source}: {target} exists and is not its result (use --overwrite to replace it)",
-                  file=sys.stderr)
+            tqdm.write(f"failed {source}: {target} exists and is not its result (use --overwrite to replace it)",
+                       file=sys.stderr)
             failures += 1
             continue
         try:
@@ -429,7 +429,7 @@ def run_restore(args) -> int:
             frames_note = f", {len(frames)} frames" if len(frames) > 1 else ""
             tqdm.write(f"{tag}{source} -> {target} ({', '.join(dict.fromkeys(labels))}{frames_note})")
         except Exception as error:  # one input never sinks the run: report it in one line, go on
-            print(f"failed {source}: {describe_failure(error, args)}", file=sys.stderr)
+            tqdm.write(f"failed {source}: {describe_failure(error, args)}", file=sys.stderr)  # not inside a bar
             failures += 1
     if state.num_processes > 1:
         # The launcher stops every process once one exits with an error: let all finish their share first.

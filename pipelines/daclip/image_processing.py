@@ -283,7 +283,7 @@ def like_source(restored: PIL.Image.Image, source: Optional[PIL.Image.Image], re
     if mode in _SIXTEEN_BIT_MODES and restored_float is not None:
         # ITU-R 601 luma, as PIL's "L" conversion, at 16-bit precision.
         luma = np.asarray(restored_float, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
-        result = PIL.Image.fromarray(np.round(np.clip(luma, 0, 1) * 65535).astype(np.uint16), "I;16")
+        result = PIL.Image.fromarray(np.round(np.clip(luma, 0, 1) * 65535).astype(np.uint16))  # mode I;16
     elif mode in _GRAY_MODES or mode == "LA":
         result = restored.convert("L")
     else:
