@@ -4,11 +4,8 @@ A: one bad input never sinks a run. B: what comes in goes out (orientation, ICC,
 D: a result is a finished restoration, or it says it is not. E: limits come from the model, usage errors come
 before anything loads. Tiny models from the parity fixtures and images of a few dozen pixels.
 """
-import io
 import logging
 import re
-import struct
-import zlib
 
 import numpy as np
 import PIL.Image
@@ -17,6 +14,7 @@ import pytest
 import torch
 from PIL import ImageCms
 
+from conftest import decompression_bomb
 from daclip import DACLIPPipeline
 from daclip.cli import check_against_model, main
 from daclip.daclip_nodes import comfy_adapter, nodes
@@ -49,16 +47,6 @@ def photo(height=32, width=40, seed=0):
 
 def run(pipe, image, **kwargs):
     return pipe(image, num_inference_steps=1, generator=torch.Generator().manual_seed(0), **kwargs)
-
-
-def decompression_bomb(path):
-    """A PNG of ~70 bytes whose header says 13,400 × 13,400 pixels (over Pillow's 2 × MAX_IMAGE_PIXELS)."""
-    buffer = io.BytesIO()
-    PIL.Image.new("L", (1, 1)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    struct.pack_into(">II", data, 16, 13400, 13400)  # IHDR width, height
-    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
 
 
 def failed_lines(err):
