@@ -4,8 +4,10 @@ A: one bad input never sinks a run. B: what comes in goes out (orientation, ICC,
 D: a result is a finished restoration, or it says it is not. E: limits come from the model, usage errors come
 before anything loads. Tiny models from the parity fixtures and images of a few dozen pixels.
 """
+import io
 import logging
 import re
+import struct
 
 import numpy as np
 import PIL.Image
@@ -47,6 +49,42 @@ def photo(height=32, width=40, seed=0):
 
 def run(pipe, image, **kwargs):
     return pipe(image, num_inference_steps=1, generator=torch.Generator().manual_seed(0), **kwargs)
+
+
+def s15(x): return struct.pack(">i", int(round(x * 65536)))
+
+def cmyk_profile(swap=True):
+    """A small ICC v2 CMYK input profile (lut8 A2B0, 2-point grid): the plain formula RGB = (1 - C)(1 - K) ..., with
+    red and blue swapped when `swap`, so that a conversion through it is told apart from one without it."""
+    corners = np.array([[c, m, y, k] for c in (0, 1) for m in (0, 1) for y in (0, 1) for k in (0, 1)], float)
+    rgb = np.stack([(1 - corners[:, i]) * (1 - corners[:, 3]) for i in range(3)], 1)
+    if swap:
+        rgb = rgb[:, ::-1]
+    srgb = PIL.Image.fromarray(np.round(rgb * 255).astype(np.uint8)[None])
+    lab = ImageCms.profileToProfile(srgb, ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), outputMode="LAB")
+    lab = np.asarray(lab).reshape(-1, 3)
+    # Pillow's LAB mode stores a*, b* as signed bytes; lut8's Lab encoding adds 128.
+    clut = np.concatenate([lab[:, :1], (lab[:, 1:].view(np.int8).astype(np.int16) + 128)], 1).astype(np.uint8).tobytes()
+    ramp = bytes(range(256))
+    a2b0 = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + b"".join(s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    a2b0 += ramp * 4 + clut + ramp * 3
+    text = b"test CMYK"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text) + 1) + text + b"\0" + bytes(4) + bytes(4) + bytes(2) + bytes(1) + bytes(67)
+    wtpt = b"XYZ " + bytes(4) + s15(0.9642) + s15(1.0) + s15(0.8249)
+    cprt = b"text" + bytes(4) + b"none\0"
+    tags = [(b"desc", desc), (b"wtpt", wtpt), (b"cprt", cprt), (b"A2B0", a2b0)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for sig, body in tags:
+        body += bytes(-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"scnr" + b"CMYK" + b"Lab " + bytes(12)
+    header += b"acsp" + b"APPL" + bytes(4) + bytes(4) + bytes(4) + bytes(8) + bytes(4) + s15(0.9642) + s15(1.0) + s15(0.8249)
+    header += b"lcms" + bytes(44)
+    assert len(header) == 128, len(header)
+    return header + table + data
 
 
 def failed_lines(err):
@@ -187,6 +225,22 @@ def test_icc_profiles_survive_api_and_cli(pipe, tmp_path, tiny_model_args):
         assert cli("restore", str(path), "-o", str(out), model_args=tiny_model_args) == 0
         with PIL.Image.open(out / "tagged.png") as written:
             assert written.info.get("icc_profile") == profile
+
+
+def test_cmyk_is_converted_through_its_own_profile(pipe, tmp_path):
+    profile = cmyk_profile()
+    PIL.Image.fromarray(photo(seed=8)).convert("CMYK").save(tmp_path / "print.jpg", icc_profile=profile, quality=95)
+    with PIL.Image.open(tmp_path / "print.jpg") as image:
+        assert image.mode == "CMYK" and image.info["icc_profile"] == profile
+        managed = np.asarray(ImageCms.profileToProfile(
+            image, ImageCms.ImageCmsProfile(io.BytesIO(profile)), ImageCms.createProfile("sRGB"), outputMode="RGB"
+        ))
+        plain = np.asarray(image.convert("RGB"))
+        read = np.round(to_rgb_tensors(image)[0].permute(1, 2, 0).numpy() * 255)
+        restored = run(pipe, image).images[0]
+    np.testing.assert_array_equal(read, managed)
+    assert np.abs(plain.astype(int) - managed).mean() > 20, "the profile matters for this image"
+    assert restored.mode == "RGB" and "icc_profile" not in restored.info  # converted to sRGB, said by no profile
 
 
 def test_grayscale_comes_back_grayscale_without_a_cast(pipe, tmp_path, tiny_model_args):
