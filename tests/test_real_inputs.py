@@ -410,7 +410,8 @@ def test_step_limits_come_from_the_scheduler(pipe):
     assert nodes.DACLIPRestore.INPUT_TYPES()["required"]["steps"][1]["max"] >= 1000
 
     run(pipe, PIL.Image.fromarray(photo()))  # warm
-    out = pipe(photo(), num_inference_steps=np.int64(1), generator=torch.Generator().manual_seed(0), output_type="np")
+    out = pipe(photo(), num_inference_steps=np.int64(1), generator=torch.Generator().manual_seed(0), output_type="np",
+               tile_size=np.int64(32), tile_overlap=np.int32(8))
     assert out.images.shape == (1, 32, 40, 3)
 
     short = dict(IRSDEPosteriorScheduler(num_train_timesteps=2).config)

@@ -369,6 +369,7 @@ class DACLIPPipeline(DiffusionPipeline):
             check_tiling(tile_size, tile_overlap, self.unet.min_sample_size)
         self._interrupt = False
         self._num_timesteps = num_inference_steps
+        self._steps_done = 0
 
         # Images of one size are one batch; otherwise each image is its own batch, with its own generator
         # (a single generator is shared in order, as it would be across separate calls).
