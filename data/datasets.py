@@ -25,7 +25,7 @@ import PIL.Image
 import torch
 from torch.utils.data import Dataset
 
-from ..pipelines.daclip.image_processing import IMAGE_SUFFIXES, read_image_file, to_float_image
+from ..pipelines.daclip.image_processing import IMAGE_SUFFIXES, UnreadableImageError, read_image_file, to_float_image
 from ..pipelines.daclip.modeling_daclip import DEGRADATIONS
 from .degradations import DEGRADATION_FUNCTIONS, SYNTHESISABLE, degrade
 
@@ -177,10 +177,24 @@ def _check_clip_preprocess(clip_preprocess: ClipPreprocess) -> ClipPreprocess:
 
 
 class _SeededItems:
-    """Per-item generators seeded by (seed, epoch, index)."""
+    """Per-item generators seeded by (seed, epoch, index), and one bad file never sinks a training run: an item
+    whose image cannot be read (damaged, not an image, a decompression bomb) is replaced by the next readable
+    item, with a warning naming the file once."""
 
     seed: Optional[int]
     epoch: int = 0
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        index = _check_index(index, len(self))
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            try:
+                return self._load_item(candidate)
+            except UnreadableImageError as error:
+                if str(error) not in _reported_unreadable:
+                    _reported_unreadable.add(str(error))
+                    warnings.warn(f"skipping an unreadable training image: {error}", stacklevel=2)
+        raise ValueError(f"none of the {len(self)} items of this dataset can be read (see the warnings).")
 
     def set_epoch(self, epoch: int) -> None:
         """Draw new crops / flips / degradations: items depend on (seed, epoch, index)."""
@@ -190,6 +204,9 @@ class _SeededItems:
         if self.seed is None:
             return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         return np.random.default_rng([int(self.seed), self.epoch, int(index)])
+
+
+_reported_unreadable: set = set()
 
 
 def _check_index(index: int, length: int) -> int:
@@ -292,8 +309,7 @@ class PairedDegradationDataset(_SeededItems, Dataset):
         counts = Counter(label for _, _, label in self.samples)
         return torch.tensor([1.0 / counts[label] for _, _, label in self.samples], dtype=torch.float64)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        index = _check_index(index, len(self))
+    def _load_item(self, index: int) -> Dict[str, Any]:
         lq_path, gt_path, label = self.samples[index]
         rng = self._item_rng(index)
         lq, gt = load_image(lq_path), load_image(gt_path)
@@ -381,8 +397,7 @@ class SyntheticDegradationDataset(_SeededItems, Dataset):
         image = self.images[image_index]
         return load_image(image) if isinstance(image, (str, os.PathLike)) else to_float_image(image)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        index = _check_index(index, len(self))
+    def _load_item(self, index: int) -> Dict[str, Any]:
         image_index, label = index // len(self.degradations), self.degradations[index % len(self.degradations)]
         rng = self._item_rng(index)
         clean = self._clean(image_index)
@@ -518,8 +533,7 @@ class CaptionDataset(_SeededItems, Dataset):
     def __len__(self) -> int:
         return len(self.filepaths)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        index = _check_index(index, len(self))
+    def _load_item(self, index: int) -> Dict[str, Any]:
         # The pipeline's reading rules (upright, 16-bit, CMYK through its profile), as 8-bit RGB for the CLIP view.
         pixels = load_image(self.filepaths[index])
         image = PIL.Image.fromarray(np.round(pixels * 255.0).astype(np.uint8))

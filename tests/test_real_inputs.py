@@ -177,6 +177,26 @@ def test_a_rerun_skips_what_is_done_and_names_never_depend_on_other_files(tmp_pa
     assert (out / "x.png").stat().st_mtime_ns == stamps[out / "x.png"]
 
 
+def test_a_bad_file_never_sinks_a_training_run(tmp_path):
+    from daclip.data.datasets import SyntheticDegradationDataset
+
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    PIL.Image.fromarray(photo(seed=1)).save(folder / "a.png")
+    decompression_bomb(folder / "b.png")
+    (folder / "c.jpg").write_bytes(b"\xff\xd8 not really")
+    PIL.Image.fromarray(photo(seed=2)).save(folder / "d.png")
+    dataset = SyntheticDegradationDataset(folder, degradations=["noisy"], crop_size=16, seed=0)
+    with pytest.warns(UserWarning) as caught:
+        items = [dataset[index] for index in range(len(dataset))]
+    messages = [str(warning.message) for warning in caught]
+    assert any("b.png" in m and "decompression bomb" in m for m in messages)
+    assert any("c.jpg" in m and "cannot read" in m for m in messages)
+    # The bad items are replaced by the next readable one: d for b and c.
+    assert [item["image_index"] for item in items] == [0, 3, 3, 3]
+    assert all(item["gt"].shape == (3, 16, 16) for item in items)
+
+
 # ===========================================================================================================
 # B: what comes in goes out
 # ===========================================================================================================

@@ -148,11 +148,15 @@ def pil_to_float(image: PIL.Image.Image) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
+class UnreadableImageError(ValueError):
+    """An image file that cannot be read; the message names the file and gives Pillow's reason in one line."""
+
+
 def read_image_file(path: Union[str, os.PathLike]) -> List[PIL.Image.Image]:
     """Every frame of an image file (animated GIF/WebP/PNG, multi-page TIFF: all of them), loaded and upright.
 
     Raises:
-        ValueError: anything Pillow cannot read, including decompression bombs (images whose header promises
+        UnreadableImageError (a ValueError): anything Pillow cannot read, including decompression bombs (images whose header promises
             more than `PIL.Image.MAX_IMAGE_PIXELS` × 2 pixels), named with the file and one line of reason.
         MemoryError: decoding ran out of memory.
     """
@@ -168,10 +172,10 @@ def read_image_file(path: Union[str, os.PathLike]) -> List[PIL.Image.Image]:
     except MemoryError:
         raise
     except PIL.Image.DecompressionBombError as error:
-        raise ValueError(f"{path}: refused as a possible decompression bomb ({error})") from None
+        raise UnreadableImageError(f"{path}: refused as a possible decompression bomb ({error})") from None
     except Exception as error:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error, ...)
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{path}: cannot read the image ({reason})") from None
+        raise UnreadableImageError(f"{path}: cannot read the image ({reason})") from None
 
 
 def frame_count(image: PIL.Image.Image) -> int:
