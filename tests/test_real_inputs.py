@@ -404,6 +404,21 @@ def test_nan_fails_the_node_and_the_cli_file(pipe, nan_from_third_call, tmp_path
     assert not (tmp_path / "out" / "x.png").exists(), "no black image is written"
 
 
+def test_nan_in_da_clip_is_an_error_not_a_label(pipe):
+    def hook(module, args, output):
+        if output.degradation_embeds is not None:  # image calls, not the label texts'
+            output.degradation_embeds.fill_(float("nan"))
+
+    handle = pipe.daclip.register_forward_hook(hook)
+    try:
+        with pytest.raises(FloatingPointError, match="float32"):
+            pipe.detect_degradation(photo())
+        with pytest.raises(FloatingPointError, match="DA-CLIP"):
+            run(pipe, photo())
+    finally:
+        handle.remove()
+
+
 def test_an_early_stop_says_the_images_are_not_finished(pipe, caplog):
     def stop(pipe, step_index, timestep, tensors):
         pipe._interrupt = step_index == 0
