@@ -189,8 +189,6 @@ def png_save_arguments(frames, sources, source: Path) -> dict:
     if len(exif):
         arguments["exif"] = exif.tobytes()
     if len(frames) > 1:
-        if len({frame.size for frame in frames}) > 1:
-            raise ValueError(f"{source}: its frames differ in size; save them as separate files to restore them")
         durations = [frame.info.get("duration") for frame in sources]
         arguments.update(save_all=True, append_images=frames[1:], loop=sources[0].info.get("loop", 0))
         if all(duration is not None for duration in durations):
@@ -413,6 +411,8 @@ def run_restore(args) -> int:
             continue
         try:
             frames = read_image_file(source)
+            if len({frame.size for frame in frames}) > 1:  # one animated PNG needs one size
+                raise ValueError(f"{source}: its frames differ in size; save them as separate files to restore them")
             results, labels = [], []
             for frame in frames:  # every frame of an animated or multi-page file, each sampled with --seed
                 result = pipe(
@@ -499,10 +499,10 @@ def describe_failure(error: BaseException, args) -> str:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        hints = ["--tile-size 512 (or smaller) to bound memory"]
+        hints = ["--tile-size 512 (or smaller) to bound memory"] if hasattr(args, "tile_size") else []
         if getattr(args, "dtype", "float32") == "float32":
             hints.append("--dtype bfloat16 on a GPU to halve it")
-        return f"out of memory ({type(error).__name__}); try {' or '.join(hints)}"
+        return f"out of memory ({type(error).__name__})" + (f"; try {' or '.join(hints)}" if hints else "")
     message = (str(error).strip().splitlines() or [""])[0]
     if isinstance(error, (ValueError, TypeError, OSError, FloatingPointError)):
         return message or type(error).__name__
