@@ -2,6 +2,10 @@
 
 Exit codes: 0 all done; 1 some inputs failed (the others were written); 2 bad arguments or no inputs;
 3 the model could not be loaded; 130 interrupted (Ctrl-C; no partial file is left behind).
+
+Reruns: an output's name depends only on its input's path (`OUTDIR/<subfolder>/<stem>.png`), and each result
+records the name of the input it was restored from. Rerunning the same command skips every input whose
+result exists (counted as done: exit 0 when nothing failed) and restores the rest; --overwrite redoes them.
 """
 from __future__ import annotations
 
@@ -11,13 +15,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from .pipelines.daclip.color_fix import COLOR_FIX_METHODS
 from .schedulers.samplers import DEFAULT_STEPS, SAMPLERS
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# The PNG text key naming the input a result was restored from: a rerun skips the inputs already done.
+SOURCE_KEY = "daclip:source"
 
 EXAMPLES = """\
 examples:
@@ -71,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(restore)
     restore.add_argument(
         "--steps", type=int,
-        help="sampling steps (UNet evaluations), 1..100; default: 20 for mrs, else 100 (the authors')",
+        help="sampling steps (UNet evaluations), 1 to the model's num_train_timesteps (100 for the released models); "
+        "default: 20 for mrs, else 100 (the authors')",
     )
     restore.add_argument(
         "--sampler",
@@ -99,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--tile-size",
         type=int,
-        help="restore in overlapping tiles of this many pixels (e.g. 512) to bound memory on large images",
+        help="restore in overlapping tiles of this many pixels (e.g. 512, at least 32) to bound memory on large "
+        "images; 0: the whole image at once (the default)",
     )
     restore.add_argument("--tile-overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
     restore.add_argument(
@@ -153,45 +160,78 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------------
 # Inputs and outputs
 # ----------------------------------------------------------------------------------------------------
-def collect_images(inputs: Sequence[str], recursive: bool = False) -> List[Path]:
-    paths: List[Path] = []
+def _collect(inputs: Sequence[str], recursive: bool = False) -> List[Tuple[Path, Path]]:
+    """(image file, its path relative to the folder it was found in, or its name for a file input)."""
+    from .pipelines.daclip.image_processing import IMAGE_SUFFIXES
+
+    found: List[Tuple[Path, Path]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
-            paths.extend(sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found.extend((file, file.relative_to(path)) for file in files)
         elif path.is_file():
-            paths.append(path)
+            found.append((path, Path(path.name)))
         else:
             raise UsageError(f"{item}: no such file or folder")
-    if not paths:
+    if not found:
         raise UsageError("no images found in the given inputs")
-    return paths
+    return found
 
 
-def output_paths(inputs: Sequence[Path], output_dir: Path) -> List[Path]:
-    """`<stem>.png` in the output folder; inputs sharing a stem get `_2`, `_3`, ... so none is lost."""
-    taken, result = set(), []
-    for path in inputs:
-        candidate, counter = output_dir / f"{path.stem}.png", 1
-        while candidate in taken:
-            counter += 1
-            candidate = output_dir / f"{path.stem}_{counter}.png"
-        taken.add(candidate)
-        result.append(candidate)
-    return result
+def collect_images(inputs: Sequence[str], recursive: bool = False) -> List[Path]:
+    return [path for path, _ in _collect(inputs, recursive)]
 
 
-def open_image(path: Path):
+def restore_jobs(inputs: Sequence[str], output_dir: Path, recursive: bool = False) -> List[Tuple[Path, Path]]:
+    """(input, output) pairs: `OUTDIR/<subfolder>/<stem>.png`, a function of the input's own path only, so that a
+    rerun finds each input's result whatever else is in the folder. Two inputs with one output are refused."""
+    jobs, owners = [], {}
+    for source, relative in _collect(inputs, recursive):
+        target = output_dir / relative.with_suffix(".png")
+        if target in owners:
+            raise UsageError(
+                f"{owners[target]} and {source} would both be written to {target}: rename one, or restore them "
+                "into different output folders"
+            )
+        owners[target] = source
+        jobs.append((source, target))
+    return jobs
+
+
+def restored_from(target: Path) -> Optional[str]:
+    """The input name a result records (None: not a readable result of ours)."""
     import PIL.Image
-    import PIL.ImageOps
 
     try:
-        with PIL.Image.open(path) as image:
-            image.load()
-            return PIL.ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"{path}: cannot read the image ({error})") from None
+        with PIL.Image.open(target) as image:
+            return getattr(image, "text", {}).get(SOURCE_KEY)
+    except Exception:  # an unreadable file is not a finished result
+        return None
+
+
+def png_save_arguments(frames, sources, source: Path) -> dict:
+    """How to write restored `frames` (PIL, one per input frame) so that what came in goes out: all frames (an
+    animated PNG, with the input's frame durations and loop count), the ICC profile, the EXIF data (orientation
+    already applied), and the name of the input (`SOURCE_KEY`)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(SOURCE_KEY, source.name)
+    arguments = {"format": "PNG", "pnginfo": info}
+    icc = frames[0].info.get("icc_profile")
+    if icc:
+        arguments["icc_profile"] = icc
+    exif = sources[0].getexif()
+    if len(exif):
+        arguments["exif"] = exif.tobytes()
+    if len(frames) > 1:
+        durations = [frame.info.get("duration") for frame in sources]
+        arguments.update(save_all=True, append_images=frames[1:], loop=sources[0].info.get("loop", 0))
+        if all(duration is not None for duration in durations):
+            arguments["duration"] = durations
+    return arguments
 
 
 def _current_umask() -> int:
@@ -200,14 +240,14 @@ def _current_umask() -> int:
     return mask
 
 
-def save_atomically(image, path: Path) -> None:
+def save_atomically(image, path: Path, **save_arguments) -> None:
     """Write next to the target and rename: the target is either absent or complete, never partial."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.part", dir=path.parent)
     try:
         # Inside the try: Ctrl-C can land on any call, this one too, and must not strand the empty temporary.
         os.close(handle)
-        image.save(temporary, format="PNG")
+        image.save(temporary, **(save_arguments or {"format": "PNG"}))
         # mkstemp makes the file private (0600); a result should get the permissions any new file gets.
         os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
@@ -226,6 +266,76 @@ def _resolve_device(name: str):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def check_device(name: str) -> None:
+    """A usage error, before anything loads, for a device that is not one or that this machine lacks."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:1, mps ...") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA GPU is usable here (torch.cuda.is_available() is False); "
+                             "use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
+    elif device.type != "cpu":
+        backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise UsageError(f"--device {name}: no {device.type} device is available here; use --device cpu (or auto)")
+
+
+def check_restore_arguments(args) -> None:
+    """Usage errors (exit 2) that need no model: steps, tiles, device. Limits that come from the model (the
+    scheduler's num_train_timesteps, the UNet's smallest input) are checked by `check_against_model`."""
+    check_device(args.device)
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if args.solver_order is not None and args.sampler not in (None, "mrs"):
+        raise UsageError("--solver-order is an option of the MR Sampler: use it with --sampler mrs")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    if args.tile_size == 0:
+        args.tile_size = None  # as the node: 0 = the whole image at once
+    if args.tile_size is not None and args.tile_size < 32:
+        raise UsageError(f"--tile-size must be 0 (whole image) or at least 32 pixels, got {args.tile_size}")
+    if args.tile_size is not None and not 0 <= args.tile_overlap < args.tile_size // 2:
+        raise UsageError(f"--tile-overlap must be from 0 to {args.tile_size // 2 - 1} (below half --tile-size), "
+                         f"got {args.tile_overlap}")
+
+
+def check_against_model(args, pipe) -> None:
+    """The limits the loaded model sets, checked once before any image (not once per image)."""
+    from .pipelines.daclip.tiling import check_tiling
+
+    num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+    if args.steps > num_train_timesteps:
+        raise UsageError(f"--steps must be from 1 to {num_train_timesteps} (this model's scheduler has "
+                         f"num_train_timesteps = {num_train_timesteps}), got {args.steps}")
+    if args.tile_size is not None:
+        try:
+            check_tiling(args.tile_size, args.tile_overlap, pipe.unet.min_sample_size)
+        except ValueError as error:
+            raise UsageError(f"--tile-size/--tile-overlap: {error}") from None
+
+
+def parse_label_list(text: Optional[str]) -> Optional[List[str]]:
+    """`--labels "hazy, rainy"` → ["hazy", "rainy"]; an empty item is a usage error."""
+    if text is None:
+        return None
+    labels = [label.strip() for label in text.split(",")]
+    if not all(labels):
+        raise UsageError(f"--labels {text!r} has an empty label; give comma-separated labels, e.g. \"hazy,rainy\"")
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"--labels {text!r} repeats a label")
+    return labels
 
 
 def _no_model_given(args) -> bool:
@@ -312,17 +422,11 @@ def run_restore(args) -> int:
     from .schedulers.samplers import sampler_of, scheduler_for_sampler
     from .utils.threads import configure_cpu_threads
 
-    if args.steps is not None and not 1 <= args.steps <= 100:
-        raise UsageError(f"--steps must be from 1 to 100, got {args.steps}")
-    if args.solver_order is not None and args.sampler not in (None, "mrs"):
-        raise UsageError("--solver-order is an option of the MR Sampler: use it with --sampler mrs")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    inputs = collect_images(args.inputs, args.recursive)
+    check_restore_arguments(args)
     output_dir = Path(args.output_dir)
-    outputs = output_paths(inputs, output_dir)
-    input_set = {path.resolve() for path in inputs}
-    for target in outputs:
+    jobs = restore_jobs(args.inputs, output_dir, args.recursive)
+    input_set = {source.resolve() for source, _ in jobs}
+    for _, target in jobs:
         if target.resolve() in input_set:
             raise UsageError(f"{target} is one of the inputs; choose another output folder")
 
@@ -334,7 +438,7 @@ def run_restore(args) -> int:
     if state.num_processes > 1 and args.device == "auto" and state.device.type != "cpu":
         args.device = str(state.device)  # one GPU per process
     tag = f"[{state.process_index + 1}/{state.num_processes}] " if state.num_processes > 1 else ""
-    share = list(zip(inputs, outputs))[state.process_index :: state.num_processes]
+    share = jobs[state.process_index :: state.num_processes]
 
     threads = configure_cpu_threads(args.threads, state.num_processes)
     pipe = _load_or_exit(load_pipeline, args)
@@ -346,7 +450,8 @@ def run_restore(args) -> int:
         pipe.scheduler = scheduler_for_sampler(sampler, pipe.scheduler.config, **overrides)
     except ValueError as error:  # e.g. --solver-order 3 with a model whose MR Sampler uses the SDE
         raise UsageError(str(error)) from None
-    steps = args.steps if args.steps is not None else DEFAULT_STEPS[sampler]
+    args.steps = args.steps if args.steps is not None else DEFAULT_STEPS[sampler]
+    check_against_model(args, pipe)
     if state.num_processes > 1 and state.is_main_process and pipe.device.type == "cpu":
         print(f"daclip: {state.num_processes} processes, {threads} CPU thread(s) each (--threads to choose)", file=sys.stderr)
     pipe.set_progress_bar_config(leave=False, desc="sampling")
@@ -355,25 +460,35 @@ def run_restore(args) -> int:
     failures = 0
     for source, target in tqdm(share, desc=f"{tag}images", unit="image"):
         if target.exists() and not args.overwrite:
-            print(f"skipped {source}: {target} exists (use --overwrite to replace it)", file=sys.stderr)
+            if restored_from(target) == source.name:
+                tqdm.write(f"{tag}{source}: done already ({target}; --overwrite redoes it)")
+                continue
+            tqdm.write(f"failed {source}: {target} exists and is not its result (use --overwrite to replace it)",
+                       file=sys.stderr)
             failures += 1
             continue
         try:
-            image = open_image(source)
-            generator = torch.Generator().manual_seed(args.seed)
-            result = pipe(
-                image,
-                num_inference_steps=steps,
-                generator=generator,
-                degradation=degradation,
-                tile_size=args.tile_size,
-                tile_overlap=args.tile_overlap,
-                color_fix=args.color_fix,
-            )
-            save_atomically(result.images[0], target)
-            tqdm.write(f"{tag}{source} -> {target} ({result.degradations[0]})")
-        except (ValueError, TypeError, OSError) as error:
-            print(f"failed {source}: {error}", file=sys.stderr)
+            frames = read_image_file(source)
+            if len({frame.size for frame in frames}) > 1:  # one animated PNG needs one size
+                raise ValueError(f"{source}: its frames differ in size; save them as separate files to restore them")
+            results, labels = [], []
+            for frame in frames:  # every frame of an animated or multi-page file, each sampled with --seed
+                result = pipe(
+                    frame,
+                    num_inference_steps=args.steps,
+                    generator=torch.Generator().manual_seed(args.seed),
+                    degradation=degradation,
+                    tile_size=args.tile_size,
+                    tile_overlap=args.tile_overlap,
+                    color_fix=args.color_fix,
+                )
+                results.append(result.images[0])
+                labels.append(result.degradations[0])
+            save_atomically(results[0], target, **png_save_arguments(results, frames, source))
+            frames_note = f", {len(frames)} frames" if len(frames) > 1 else ""
+            tqdm.write(f"{tag}{source} -> {target} ({', '.join(dict.fromkeys(labels))}{frames_note})")
+        except Exception as error:  # one input never sinks the run: report it in one line, go on
+            tqdm.write(f"failed {source}: {describe_failure(error, args)}", file=sys.stderr)  # not inside a bar
             failures += 1
     if state.num_processes > 1:
         # The launcher stops every process once one exits with an error: let all finish their share first.
@@ -382,21 +497,27 @@ def run_restore(args) -> int:
 
 
 def run_detect(args) -> int:
-    labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
+    if args.unet:
+        raise UsageError("detect uses DA-CLIP only: --unet is not used; give --daclip FILE.pt or --model")
+    check_device(args.device)
+    labels = parse_label_list(args.labels)
     inputs = collect_images(args.inputs, args.recursive)
     model = _load_or_exit(load_daclip, args)
     records, failures = [], 0
     for path in inputs:
         try:
-            prediction = model.detect_degradation(open_image(path), labels=labels)[0]
-        except (ValueError, TypeError, OSError) as error:
-            print(f"failed {path}: {error}", file=sys.stderr)
+            frames = read_image_file(path)
+            predictions = model.detect_degradation(frames, labels=labels)
+        except Exception as error:  # one input never sinks the run
+            print(f"failed {path}: {describe_failure(error, args)}", file=sys.stderr)
             failures += 1
             continue
-        records.append(
-            {"image": str(path), "degradation": prediction.label, "probability": prediction.probability,
-             "probabilities": prediction.probabilities}
-        )
+        for index, prediction in enumerate(predictions):
+            record = {"image": str(path) if len(frames) == 1 else f"{path}[{index}]", "degradation": prediction.label,
+                      "probability": prediction.probability, "probabilities": prediction.probabilities}
+            if len(frames) > 1:
+                record["frame"] = index
+            records.append(record)
     if args.json:
         print(json.dumps(records, indent=2))
     else:
@@ -433,6 +554,32 @@ def run_download(args) -> int:
             return EXIT_SOME_FAILED
         print(f"{path}")
     return EXIT_OK
+
+
+def read_image_file(path: Path):
+    from .pipelines.daclip.image_processing import read_image_file as read
+
+    return read(path)
+
+
+def describe_failure(error: BaseException, args) -> str:
+    """One line for a failed input; out of memory comes with what to change."""
+    import gc
+
+    import torch
+
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        hints = ["--tile-size 512 (or smaller) to bound memory"] if hasattr(args, "tile_size") else []
+        if getattr(args, "dtype", "float32") == "float32":
+            hints.append("--dtype bfloat16 on a GPU to halve it")
+        return f"out of memory ({type(error).__name__})" + (f"; try {' or '.join(hints)}" if hints else "")
+    message = (str(error).strip().splitlines() or [""])[0]
+    if isinstance(error, (ValueError, TypeError, OSError, FloatingPointError)):
+        return message or type(error).__name__
+    return f"{type(error).__name__}: {message}"  # unexpected: the type tells a bug report where to look
 
 
 class _ModelLoadFailed(Exception):

@@ -77,10 +77,9 @@ def center_crop(image: np.ndarray, size: Optional[int]) -> np.ndarray:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    import PIL.Image
+    from daclip.data.datasets import load_image  # the pipeline's reading rules
 
-    with PIL.Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return load_image(path)
 
 
 def paired_images(root: Path) -> List[Tuple[str, str, np.ndarray, np.ndarray]]:
@@ -104,7 +103,9 @@ DEFAULT_SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohis
 
 def clean_photos(folder: Optional[Path], skimage_names=DEFAULT_SKIMAGE_PHOTOS) -> List[Tuple[str, np.ndarray]]:
     if folder is not None:
-        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"))
+        from daclip.pipelines.daclip.image_processing import IMAGE_SUFFIXES
+
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise SystemExit(f"{folder}: no images")
         return [(p.stem, read_rgb(p)) for p in paths]

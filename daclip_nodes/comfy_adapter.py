@@ -225,10 +225,29 @@ def model_on_device(
         yield
     finally:
         module.to(offload)
-        if IN_COMFYUI:
-            _model_management.soft_empty_cache()
-        elif torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        empty_cache()
+
+
+def empty_cache() -> None:
+    """Give cached device memory back (after running out of it)."""
+    if IN_COMFYUI:
+        _model_management.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def images_that_fit(device: torch.device, bytes_per_image: int, batch: int) -> int:
+    """How many images to run at once on `device`: all of them, unless its free memory (ComfyUI's count, or
+    CUDA's) holds fewer. Unknown free memory (the CPU outside ComfyUI) puts no limit; running out later still
+    halves the sub-batch (`nodes.restore_in_sub_batches`)."""
+    free = None
+    if IN_COMFYUI:
+        free = _model_management.get_free_memory(device)
+    elif device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    if free is None or bytes_per_image <= 0:
+        return batch
+    return max(1, min(batch, int(free // bytes_per_image)))
 
 
 # -------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Types passed between the nodes:
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -19,6 +20,7 @@ import torch
 
 from ..pipelines.daclip.color_fix import COLOR_FIX_METHODS
 from ..pipelines.daclip.loading import load_daclip, load_unet
+from ..pipelines.daclip.image_processing import comfy_image_to_batch
 from ..pipelines.daclip.modeling_daclip import DACLIPModel
 from ..pipelines.daclip.pipeline_daclip import DACLIPPipeline, check_components_match
 from ..schedulers.samplers import DEFAULT_STEPS, SAMPLERS, scheduler_for_sampler
@@ -36,6 +38,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # network at full resolution, several alive at once); only used to ask ComfyUI to make room.
 UNET_BYTES_PER_INPUT_VALUE = 4 * 256
 DACLIP_WORKING_MEMORY = 256 * 1024**2
+# The widget's ceiling only; the real limit is the loaded scheduler's num_train_timesteps, checked at run time.
+MAX_STEPS_INPUT = 10000
 
 
 # -----------------------------------------------------------------------------------------------------------
@@ -112,22 +116,6 @@ class DACLIPEmbeds:
 # -----------------------------------------------------------------------------------------------------------
 # Helpers
 # -----------------------------------------------------------------------------------------------------------
-def comfy_image_to_batch(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE `[B, H, W, C]` float in 0..1 → `[B, 3, H, W]` float32 (gray repeated, alpha dropped)."""
-    if not isinstance(image, torch.Tensor) or image.ndim != 4:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"expected a ComfyUI IMAGE (a [batch, height, width, channels] tensor), got {shape}.")
-    channels = image.shape[-1]
-    if channels not in (1, 3, 4):
-        raise ValueError(f"expected an IMAGE with 1, 3 or 4 channels, got {channels}.")
-    batch = image.detach().to(dtype=torch.float32).movedim(-1, 1)
-    if not torch.isfinite(batch).all():
-        raise ValueError("the image contains NaN or infinite values.")
-    # ComfyUI images are 0..1 by convention; a node upstream may overshoot by round-off.
-    batch = batch.clamp(0.0, 1.0)
-    return batch[:, :1].expand(-1, 3, -1, -1) if channels == 1 else batch[:, :3]
-
-
 def batch_to_comfy_image(images: torch.Tensor) -> torch.Tensor:
     """`[B, 3, H, W]` in 0..1 → ComfyUI IMAGE `[B, H, W, 3]` float32 on the CPU."""
     return images.detach().float().cpu().movedim(1, -1).contiguous()
@@ -406,15 +394,16 @@ class DACLIPRestore:
                                "ODE solver of the same SDE (Li et al. 2025) that needs 10-20 steps.",
                 }),
                 "steps": ("INT", {
-                    "default": 0, "min": 0, "max": 100,
+                    "default": 0, "min": 0, "max": MAX_STEPS_INPUT,
                     "tooltip": "Sampling steps (UNet evaluations). 0: the sampler's own default ("
                                + ", ".join(f"{name} {count}" for name, count in DEFAULT_STEPS.items())
-                               + "). The released models were trained with T = 100.",
+                               + "). At most the model's num_train_timesteps (T = 100 for the released models).",
                 }),
                 "seed": ("INT", {
                     "default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                    "tooltip": "Seed of one torch.Generator for the whole batch (as DACLIPPipeline with "
-                               "generator=torch.Generator().manual_seed(seed)).",
+                    "tooltip": "Every image of the batch is sampled with its own torch.Generator seeded with this "
+                               "(as DACLIPPipeline with generator=[torch.Generator().manual_seed(seed)] * B, and "
+                               "as the command line): an image's result does not depend on the rest of the batch.",
                 }),
             },
             "optional": {
@@ -457,20 +446,27 @@ class DACLIPRestore:
             )
         scheduler = scheduler_for_sampler(sampler, restoration_model.scheduler_config)
         steps = steps or DEFAULT_STEPS[sampler]
+        num_train_timesteps = scheduler.config.num_train_timesteps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= num_train_timesteps:
+            raise ValueError(f"steps must be from 1 to {num_train_timesteps} ('{restoration_model.name}' was trained "
+                             f"with num_train_timesteps = {num_train_timesteps}), got {steps!r}.")
         scheduler.set_timesteps(steps)  # the pipeline sets it again; here to size the progress bar (mrs may take fewer)
         pipe = _pipeline(unet=unet, scheduler=scheduler)
         conditioning = {"content_embeds": embeds.content_embeds, "degradation_embeds": embeds.degradation_embeds}
         total_steps = len(scheduler.timesteps)
-        progress = comfy_adapter.progress_bar(total_steps)
+        total_work = total_steps * images.shape[0]  # image-steps: the batch may run in parts
+        progress = comfy_adapter.progress_bar(total_work)
         preview_every = comfy_adapter.preview_interval(total_steps)
+        done = [0]
 
         def on_step_end(pipe, step_index, timestep, tensors):
+            done[0] += tensors["latents"].shape[0]
             preview = None
             due = preview_every is not None and ((step_index + 1) % preview_every == 0 or step_index + 1 == total_steps)
             if due and tensors["pred_original_sample"] is not None:
                 # x̂₀, the current estimate of the clean image, as ComfyUI's own samplers preview it.
                 preview = comfy_adapter.preview_image(tensors["pred_original_sample"])
-            progress.update_absolute(step_index + 1, total_steps, preview)
+            progress.update_absolute(done[0], total_work, preview)
             comfy_adapter.throw_if_interrupted()
             return {}
 
@@ -478,24 +474,59 @@ class DACLIPRestore:
         batch, channels, height, width = images.shape
         if tile_size:
             height, width = min(height, tile_size), min(width, tile_size)
-        working_memory = batch * channels * height * width * UNET_BYTES_PER_INPUT_VALUE
-        with comfy_adapter.model_on_device(
-            unet, restoration_model.load_device, restoration_model.offload_device, working_memory,
-            patcher=restoration_model.patcher,
-        ):
+        per_image = channels * height * width * UNET_BYTES_PER_INPUT_VALUE
+        sub_batch = comfy_adapter.images_that_fit(restoration_model.load_device, per_image, batch)
+
+        def restore_images(start: int, stop: int) -> torch.Tensor:
+            # A fresh generator per image and per attempt: the pixels do not depend on how the batch is split.
             output = pipe(
-                images,
+                images[start:stop],
                 num_inference_steps=steps,
-                generator=torch.Generator().manual_seed(seed),
+                generator=[torch.Generator().manual_seed(seed) for _ in range(start, stop)],
                 output_type="pt",
                 callback_on_step_end=on_step_end,
-                callback_on_step_end_tensor_inputs=["pred_original_sample"],
+                callback_on_step_end_tensor_inputs=["latents", "pred_original_sample"],
                 tile_size=tile_size or None,
                 tile_overlap=tile_overlap,
                 color_fix=color_fix,
-                **conditioning,
+                content_embeds=conditioning["content_embeds"][start:stop],
+                degradation_embeds=conditioning["degradation_embeds"][start:stop],
             )
-        return (batch_to_comfy_image(output.images),)
+            return output.images
+
+        with comfy_adapter.model_on_device(
+            unet, restoration_model.load_device, restoration_model.offload_device, sub_batch * per_image,
+            patcher=restoration_model.patcher,
+        ):
+            restored = restore_in_sub_batches(restore_images, batch, sub_batch, tile_size)
+        return (batch_to_comfy_image(restored),)
+
+
+def restore_in_sub_batches(restore_images, batch: int, sub_batch: int, tile_size: int) -> torch.Tensor:
+    """Run `restore_images(start, stop)` over `batch` images, `sub_batch` at a time, halving the sub-batch when
+    memory runs out (as ComfyUI's upscale node halves its tile). One image that does not fit is an error that
+    says what to change."""
+    results, start = [], 0
+    while start < batch:
+        stop = min(start + sub_batch, batch)
+        try:
+            results.append(restore_images(start, stop))
+        except (torch.OutOfMemoryError, MemoryError) as error:
+            if stop - start == 1:
+                raise MemoryError(
+                    "DA-CLIP Restore: out of memory on a single image"
+                    + (f" with tile_size {tile_size}: use a smaller tile_size" if tile_size else ": set tile_size "
+                       "(e.g. 512) to bound the network's memory")
+                    + ", or fp16/bf16 on a GPU."
+                ) from error
+            comfy_adapter.empty_cache()
+            sub_batch = max(1, (stop - start) // 2)
+            logger.warning("DA-CLIP Restore: out of memory with %d images at once; retrying %d at a time.",
+                           stop - start, sub_batch)
+            continue
+        start = stop
+    return torch.cat(results)
+
 
 
 NODE_CLASS_MAPPINGS = {

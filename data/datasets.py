@@ -25,13 +25,15 @@ import PIL.Image
 import torch
 from torch.utils.data import Dataset
 
+from ..pipelines.daclip.image_processing import IMAGE_SUFFIXES, UnreadableImageError, read_image_file, to_float_image
 from ..pipelines.daclip.modeling_daclip import DEGRADATIONS
 from .degradations import DEGRADATION_FUNCTIONS, SYNTHESISABLE, degrade
 
 PathLike = Union[str, os.PathLike]
 ClipPreprocess = Union[bool, int, Callable[[PIL.Image.Image], torch.Tensor]]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+# One list for the command line and the training loaders (see image_processing).
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -48,36 +50,19 @@ def list_images(folder: PathLike) -> List[Path]:
     return paths
 
 
-def to_float_image(image: Union[PIL.Image.Image, np.ndarray]) -> np.ndarray:
-    """A PIL image or an `[H, W(, C)]` array (uint8, uint16, or float in [0, 1]) → float32 `[H, W, 3]`."""
-    if isinstance(image, PIL.Image.Image):
-        if image.mode.startswith("I;16") or image.mode == "I":
-            image = np.asarray(image)
-        else:
-            # The authors read with cv2 and divide in float32; this gives the same values.
-            return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    array = np.asarray(image)
-    if array.dtype == np.uint8:
-        array = array.astype(np.float32) / 255.0
-    elif array.dtype in (np.uint16, np.int32):
-        array = array.astype(np.float32) / 65535.0
-    elif np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32)
-    else:
-        raise TypeError(f"unsupported image dtype {array.dtype}")
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an image of shape [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {array.shape}")
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    return np.clip(array[..., :3], 0.0, 1.0)
-
-
 def load_image(path: PathLike) -> np.ndarray:
-    """Read an image file as float32 `[H, W, 3]` RGB in [0, 1] (alpha dropped, grayscale repeated)."""
-    with PIL.Image.open(path) as image:
-        return to_float_image(image)
+    """Read an image file as float32 `[H, W, 3]` RGB in [0, 1], upright (alpha dropped, grayscale repeated).
+
+    The rules are `image_processing`'s (the pipeline's). A file with several frames (animated GIF/WebP,
+    multi-page TIFF) is one training picture: its first frame, with a warning.
+
+    Raises:
+        ValueError: the file cannot be read (named, with Pillow's reason).
+    """
+    frames = read_image_file(path)
+    if len(frames) > 1:
+        warnings.warn(f"{path} has {len(frames)} frames; the training loaders use the first.", stacklevel=2)
+    return to_float_image(frames[0])
 
 
 def pad_to_size(image: np.ndarray, size: int) -> np.ndarray:
@@ -192,10 +177,24 @@ def _check_clip_preprocess(clip_preprocess: ClipPreprocess) -> ClipPreprocess:
 
 
 class _SeededItems:
-    """Per-item generators seeded by (seed, epoch, index)."""
+    """Per-item generators seeded by (seed, epoch, index), and one bad file never sinks a training run: an item
+    whose image cannot be read (damaged, not an image, a decompression bomb) is replaced by the next readable
+    item, with a warning naming the file once."""
 
     seed: Optional[int]
     epoch: int = 0
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        index = _check_index(index, len(self))
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            try:
+                return self._load_item(candidate)
+            except UnreadableImageError as error:
+                if str(error) not in _reported_unreadable:
+                    _reported_unreadable.add(str(error))
+                    warnings.warn(f"skipping an unreadable training image: {error}", stacklevel=2)
+        raise ValueError(f"none of the {len(self)} items of this dataset can be read (see the warnings).")
 
     def set_epoch(self, epoch: int) -> None:
         """Draw new crops / flips / degradations: items depend on (seed, epoch, index)."""
@@ -205,6 +204,9 @@ class _SeededItems:
         if self.seed is None:
             return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         return np.random.default_rng([int(self.seed), self.epoch, int(index)])
+
+
+_reported_unreadable: set = set()
 
 
 def _check_index(index: int, length: int) -> int:
@@ -323,8 +325,7 @@ class PairedDegradationDataset(_SeededItems, Dataset):
         counts = Counter(label for _, _, label in self.samples)
         return torch.tensor([1.0 / counts[label] for _, _, label in self.samples], dtype=torch.float64)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        index = _check_index(index, len(self))
+    def _load_item(self, index: int) -> Dict[str, Any]:
         lq_path, gt_path, label = self.samples[index]
         rng = self._item_rng(index)
         lq, gt = load_image(lq_path), load_image(gt_path)
@@ -412,8 +413,7 @@ class SyntheticDegradationDataset(_SeededItems, Dataset):
         image = self.images[image_index]
         return load_image(image) if isinstance(image, (str, os.PathLike)) else to_float_image(image)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        index = _check_index(index, len(self))
+    def _load_item(self, index: int) -> Dict[str, Any]:
         image_index, label = index // len(self.degradations), self.degradations[index % len(self.degradations)]
         rng = self._item_rng(index)
         clean = self._clean(image_index)
@@ -549,10 +549,10 @@ class CaptionDataset(_SeededItems, Dataset):
     def __len__(self) -> int:
         return len(self.filepaths)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        index = _check_index(index, len(self))
-        with PIL.Image.open(self.filepaths[index]) as image:
-            image = image.convert("RGB")
+    def _load_item(self, index: int) -> Dict[str, Any]:
+        # The pipeline's reading rules (upright, 16-bit, CMYK through its profile), as 8-bit RGB for the CLIP view.
+        pixels = load_image(self.filepaths[index])
+        image = PIL.Image.fromarray(np.round(pixels * 255.0).astype(np.uint8))
         if self.random_crop:
             rng = self._item_rng(index)
             if rng.random() < 0.8:

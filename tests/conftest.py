@@ -1,7 +1,11 @@
+import io
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +54,13 @@ def tiny_pipeline():
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def decompression_bomb(path):
+    """A PNG of ~70 bytes whose header says 13,400 × 13,400 pixels (over Pillow's 2 × MAX_IMAGE_PIXELS)."""
+    buffer = io.BytesIO()
+    PIL.Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    struct.pack_into(">II", data, 16, 13400, 13400)  # IHDR width, height
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))

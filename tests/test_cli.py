@@ -33,7 +33,7 @@ def test_restore_a_folder_writes_one_png_per_image(photos, tmp_path, model_args,
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["first.png", "second.png"]
     assert PIL.Image.open(out / "second.png").size == (45, 34)
-    assert PIL.Image.open(out / "second.png").mode == "RGB"
+    assert PIL.Image.open(out / "second.png").mode == "RGBA", "the input's alpha comes back"
     umask = os.umask(0)
     os.umask(umask)
     assert (out / "first.png").stat().st_mode & 0o777 == 0o666 & ~umask, "results get ordinary file permissions"

@@ -93,10 +93,11 @@ def test_ctrl_c_leaves_only_complete_files_and_a_rerun_matches_a_fresh_run(input
     for name in written:
         np.testing.assert_array_equal(_pixels(out / name), _pixels(fresh / name), err_msg=f"{name}, before Ctrl-C")
 
-    # Rerun the same command over what the interrupted run left.
-    rerun = _run_cli([*args, "--overwrite"])
-    _, stderr = rerun.communicate(timeout=300)
+    # Rerun the same command over what the interrupted run left: it finishes the rest, the finished files count as done.
+    rerun = _run_cli(args)
+    stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
+    assert stdout.count("done already") == len(written), stdout
     assert sorted(os.listdir(out)) == sorted(os.listdir(fresh)) == [f"img{i}.png" for i in range(len(SIZES))]
     for name in os.listdir(fresh):
         np.testing.assert_array_equal(_pixels(out / name), _pixels(fresh / name), err_msg=name)

@@ -255,9 +255,9 @@ def test_restore_gives_the_pipelines_pixels(daclip_handle, unet_handle, tiny_pip
 
     pipe = DACLIPPipeline(tiny_pipe.daclip, tiny_pipe.unet, scheduler_for_sampler(sampler, tiny_pipe.scheduler.config))
     pipe.set_progress_bar_config(disable=True)
-    expected = pipe(
-        image.movedim(-1, 1), num_inference_steps=2, generator=torch.Generator().manual_seed(1234), output_type="pt"
-    ).images
+    # The node's seed semantics: every image with its own generator seeded with `seed`.
+    generators = [torch.Generator().manual_seed(1234) for _ in range(2)]
+    expected = pipe(image.movedim(-1, 1), num_inference_steps=2, generator=generators, output_type="pt").images
     torch.testing.assert_close(restored, expected.movedim(1, -1), rtol=0, atol=1e-6)
 
 
@@ -448,7 +448,7 @@ def test_empty_text_and_bad_images_are_refused(daclip_handle, lq):
     with pytest.raises(ValueError, match="NaN"):
         nodes.DACLIPEncodeImage().encode(daclip_handle, torch.full((1, 40, 40, 3), float("nan")))
     with pytest.raises(ValueError, match="channels"):
-        nodes.DACLIPEncodeImage().encode(daclip_handle, torch.rand(1, 40, 40, 2))
+        nodes.DACLIPEncodeImage().encode(daclip_handle, torch.rand(1, 40, 40, 5))
 
 
 def test_comfy_images_convert_both_ways():

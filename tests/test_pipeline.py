@@ -439,7 +439,10 @@ def test_real_photos_of_every_shape_and_mode_keep_their_size(tiny_pipe):
             image.load()
             out = tiny_pipe(image, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
             assert out.images[0].size == image.size, path.name
-            assert out.images[0].mode == "RGB"
+            # What comes in goes out: RGBA keeps its alpha (image_processing.like_source), RGB stays RGB.
+            assert out.images[0].mode == image.mode, path.name
+            if image.mode == "RGBA":
+                assert out.images[0].getchannel("A").tobytes() == image.getchannel("A").tobytes()
 
 
 def test_tuple_output_equals_dict_output(tiny_pipe, lq_image):

@@ -404,9 +404,18 @@ class DACLIPModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, ConfigMixi
     def classify_degradation_embeds(
         self, degradation_embeds: torch.Tensor, labels: Optional[Sequence[str]] = None
     ) -> List[DegradationPrediction]:
-        """Degradation embeddings `[B, embed_dim]` (from `forward`) → one `DegradationPrediction` per row."""
+        """Degradation embeddings `[B, embed_dim]` (from `forward`) → one `DegradationPrediction` per row.
+
+        Raises:
+            FloatingPointError: NaN or infinite probabilities (e.g. float16 overflow): no label is made up.
+        """
         labels = self._resolve_labels(labels)
         probabilities = self.degradation_logits(degradation_embeds, labels).softmax(dim=-1).cpu()
+        if not bool(torch.isfinite(probabilities).all()):
+            raise FloatingPointError(
+                f"DA-CLIP gave NaN or infinite degradation scores in {self.dtype}; float32 is the authors' precision "
+                "(bfloat16 if memory is short; float16 can overflow)."
+            )
         predictions = []
         for row in probabilities:
             best = int(row.argmax())

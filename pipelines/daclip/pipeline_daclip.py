@@ -5,6 +5,7 @@ command line call it rather than copying it.
 """
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -21,7 +22,7 @@ from ...schedulers import compatible_schedulers
 from ...schedulers.samplers import SAMPLERS, scheduler_for_sampler  # noqa: F401  (re-exported: imported from here before)
 from .hub import download_original_checkpoints, download_pipeline_folder, is_remote_code_layout, write_remote_code_layout
 from .color_fix import COLOR_FIX_METHODS, apply_color_fix
-from .image_processing import ImageInput, postprocess, to_rgb_tensors
+from .image_processing import ImageInput, like_source, pil_sources, postprocess, to_rgb_tensors
 from .tiling import check_tiling, tiled_noise_prediction
 from .modeling_daclip import DACLIPModel
 from .unet_daclip import DACLIPUNet2DModel
@@ -197,10 +198,20 @@ class DACLIPPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor, device: torch.device):
-        """`[B, 3, H, W]` in [0, 1] → `(content_embeds, degradation_embeds)`, each `[B, D]` float32."""
+        """`[B, 3, H, W]` in [0, 1] → `(content_embeds, degradation_embeds)`, each `[B, D]` float32.
+
+        Raises:
+            FloatingPointError: DA-CLIP gave NaN or infinite embeddings (float16 overflow, broken weights).
+        """
         pixel_values = self.daclip.preprocess(images).to(device=device, dtype=self.daclip.dtype)
         output = self.daclip(pixel_values=pixel_values)
-        return output.content_embeds.float(), output.degradation_embeds.float()
+        content, degradation = output.content_embeds.float(), output.degradation_embeds.float()
+        if not (torch.isfinite(content).all() and torch.isfinite(degradation).all()):
+            raise FloatingPointError(
+                f"DA-CLIP gave NaN or infinite embeddings in {self.daclip.dtype}: "
+                + _dtype_hint(self.daclip.dtype)
+            )
+        return content, degradation
 
     @torch.no_grad()
     def encode_degradation_text(self, texts: Sequence[str], device: torch.device) -> torch.Tensor:
@@ -252,9 +263,14 @@ class DACLIPPipeline(DiffusionPipeline):
         degradation_embeds: Optional[torch.Tensor] = None,
     ) -> None:
         num_train_timesteps = self.scheduler.config.num_train_timesteps
-        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= num_train_timesteps:
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, numbers.Integral)  # numpy integers too
+            or not 1 <= num_inference_steps <= num_train_timesteps
+        ):
             raise ValueError(
-                f"num_inference_steps must be an integer from 1 to {num_train_timesteps}, got {num_inference_steps!r}."
+                f"num_inference_steps must be an integer from 1 to {num_train_timesteps} (the scheduler's "
+                f"num_train_timesteps), got {num_inference_steps!r}."
             )
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', not {output_type!r}.")
@@ -351,7 +367,8 @@ class DACLIPPipeline(DiffusionPipeline):
             callback_on_step_end: called as `fn(pipe, step_index, timestep, tensors)` after each step; may
                 return a dict replacing any of `callback_on_step_end_tensor_inputs` ("latents" = x_t,
                 "mu" = the degraded image; "pred_original_sample" = the step's x̂₀, read only). Set
-                `pipe._interrupt = True` inside it to stop early (the current state is returned).
+                `pipe._interrupt = True` inside it to stop early (the current state x_t is returned, with a
+                warning: it is not a finished restoration).
             tile_size: predict the noise in overlapping tiles of this many pixels (e.g. 512) to bound memory
                 for large images; None (default) runs the UNet on the whole image, as the authors.
             tile_overlap: pixels shared by neighbouring tiles, blended linearly.
@@ -362,11 +379,24 @@ class DACLIPPipeline(DiffusionPipeline):
                 `color_fix.py`. Not for low-light or haze, whose colour is meant to change.
 
         Returns:
-            [`DACLIPPipelineOutput`] (or a tuple `(images, degradations, degradation_probabilities)`).
+            [`DACLIPPipelineOutput`] (or a tuple `(images, degradations, degradation_probabilities)`). PIL
+            inputs come back in their own form (see `image_processing.like_source`): upright, grayscale as L
+            (16-bit as I;16), alpha and ICC profile kept; arrays and tensors come back as 3-channel RGB.
+
+        What a result is: every returned image is a finished restoration of all `num_inference_steps` steps,
+        or the call says otherwise. A state that turns NaN or infinite (float16 overflow in the UNet, a
+        callback's output) raises at that step; nothing is returned for any image of the call (no partial
+        batch). The one deliberate exception is `pipe._interrupt = True` from a callback: the current states
+        are returned and a warning says after how many steps.
+
+        Raises:
+            ValueError, TypeError: bad inputs or arguments (checked before any model runs).
+            FloatingPointError: NaN or infinite values appeared, naming the step and the UNet's dtype.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         images = to_rgb_tensors(image)
+        sources = pil_sources(image)
         self.check_inputs(
             images,
             num_inference_steps,
@@ -384,6 +414,7 @@ class DACLIPPipeline(DiffusionPipeline):
             raise ValueError(f"color_fix must be one of {COLOR_FIX_METHODS}, not {color_fix!r}.")
         self._interrupt = False
         self._num_timesteps = num_inference_steps
+        self._steps_done = 0
 
         # Images of one size are one batch; otherwise each image is its own batch, with its own generator
         # (a single generator is shared in order, as it would be across separate calls).
@@ -427,11 +458,21 @@ class DACLIPPipeline(DiffusionPipeline):
 
         self.maybe_free_model_hooks()
 
+        if self.interrupt:
+            logger.warning(
+                "stopped by the callback after %d of %d steps: the images are intermediate states, not finished "
+                "restorations.", self._steps_done, num_inference_steps,
+            )
         if len(groups) == 1:
             output_images = postprocess(torch.stack(restored), output_type)
         else:
             # Different sizes cannot share one array: a list with one image (PIL, HWC array or CHW tensor) each.
             output_images = [postprocess(single[None], output_type)[0] for single in restored]
+        if output_type == "pil":  # PIL inputs come back in their own form: mode, alpha, ICC profile
+            output_images = [
+                like_source(result, source, postprocess(restored[index][None], "np")[0] if source else None)
+                for index, (result, source) in enumerate(zip(output_images, sources))
+            ]
         if not return_dict:
             return output_images, labels, probabilities
         return DACLIPPipelineOutput(images=output_images, degradations=labels, degradation_probabilities=probabilities)
@@ -499,6 +540,7 @@ class DACLIPPipeline(DiffusionPipeline):
             latents = latents.to(device=device, dtype=torch.float32)
 
         # 3. Reverse process.
+        self._steps_done = 0
         for step_index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
             if self.interrupt:
                 break
@@ -515,8 +557,23 @@ class DACLIPPipeline(DiffusionPipeline):
                 callback_outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs) or {}
                 latents = callback_outputs.get("latents", latents)
                 mu = callback_outputs.get("mu", mu)
+            # A NaN never heals: stop at the step where it appears rather than return a black image.
+            if not bool(torch.isfinite(latents).all()):
+                raise FloatingPointError(
+                    f"the sample became NaN or infinite at step {step_index + 1} of {num_inference_steps} "
+                    f"(timestep {float(timestep):g}) with the UNet in {self.unet.dtype}"
+                    + (" or from the step-end callback" if callback_on_step_end is not None else "")
+                    + ": " + _dtype_hint(self.unet.dtype)
+                )
+            self._steps_done = step_index + 1
 
         return latents, labels, probabilities
+
+
+def _dtype_hint(dtype: torch.dtype) -> str:
+    if dtype == torch.float16:
+        return "float16 overflows in this network; use float32 (the authors') or bfloat16 (`dtype=`, `--dtype`)."
+    return "check the weights and the input; float32 is the authors' precision (`dtype=`, `--dtype`)."
 
 
 def _rows_for(embeds: torch.Tensor, group: List[int], batch_size: int) -> torch.Tensor:

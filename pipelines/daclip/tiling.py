@@ -11,6 +11,7 @@ differ slightly; tiling is an explicit option (`tile_size`), never the default.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable, List
 
 import torch
@@ -39,10 +40,14 @@ def blend_ramp(length: int, overlap: int, falls_at_start: bool, falls_at_end: bo
     return weights
 
 
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy integers too
+
+
 def check_tiling(tile_size: int, overlap: int, min_size: int) -> None:
-    if not isinstance(tile_size, int) or tile_size < max(min_size, 32):
+    if not _is_integer(tile_size) or tile_size < max(min_size, 32):
         raise ValueError(f"tile_size must be an integer of at least {max(min_size, 32)} pixels, got {tile_size!r}.")
-    if not isinstance(overlap, int) or not 0 <= overlap < tile_size // 2:
+    if not _is_integer(overlap) or not 0 <= overlap < tile_size // 2:
         raise ValueError(f"tile_overlap must be an integer from 0 to {tile_size // 2 - 1}, got {overlap!r}.")
 
 
