@@ -63,23 +63,12 @@ def test_bad_arguments_say_what_was_expected():
 # -----------------------------------------------------------------------------------------------------------
 # Wired into the pipeline, the CLI and the Restore node: the same function on the same restoration
 # -----------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_pipe(weights_dir, parity_dir):
-    from daclip import DACLIPPipeline
-
-    pipe = DACLIPPipeline.from_original_checkpoints(
-        weights_dir / "daclip_tiny.pt", weights_dir / "universal-ir_tiny.pth", daclip_config=parity_dir / "daclip_tiny.json"
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.mark.parametrize("method", ["wavelet", "adain"])
-def test_the_pipeline_applies_the_fix_to_its_own_result(tiny_pipe, reference, method):
+def test_the_pipeline_applies_the_fix_to_its_own_result(tiny_pipeline, reference, method):
     image = torch.from_numpy(reference["preproc.lq_37x53.uint8_hwc_rgb"]).permute(2, 0, 1)[None].float() / 255
 
     def run(color_fix):
-        return tiny_pipe(image, num_inference_steps=2, generator=torch.Generator().manual_seed(3), output_type="pt",
+        return tiny_pipeline(image, num_inference_steps=2, generator=torch.Generator().manual_seed(3), output_type="pt",
                          color_fix=color_fix).images
 
     plain, fixed = run("none"), run(method)
