@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from .pipelines.daclip.color_fix import COLOR_FIX_METHODS
+from .pipelines.daclip.image_processing import read_image_file
 from .schedulers.samplers import DEFAULT_STEPS, SAMPLERS
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -554,12 +555,6 @@ def run_download(args) -> int:
             return EXIT_SOME_FAILED
         print(f"{path}")
     return EXIT_OK
-
-
-def read_image_file(path: Path):
-    from .pipelines.daclip.image_processing import read_image_file as read
-
-    return read(path)
 
 
 def describe_failure(error: BaseException, args) -> str:
