@@ -348,6 +348,10 @@ class PairedDegradationDataset(_SeededItems, Dataset):
 # ---------------------------------------------------------------------------------------------------
 # Clean images, degraded on the fly
 # ---------------------------------------------------------------------------------------------------
+# The pseudo-label of clean → clean pairs in `SyntheticDegradationDataset` (not a DA-CLIP degradation).
+CLEAN_LABEL = "clean"
+
+
 class SyntheticDegradationDataset(_SeededItems, Dataset):
     """Clean images degraded on the fly: item `i` is image `i // len(degradations)` with degradation
     `degradations[i % len(degradations)]` (every image gets every label once per epoch).
@@ -359,7 +363,8 @@ class SyntheticDegradationDataset(_SeededItems, Dataset):
     Args:
         images: a folder of clean images (searched recursively), a list of image paths, or a list of
             in-memory images (PIL, or numpy uint8 / float in [0, 1]).
-        degradations: labels to synthesise, default all of `SYNTHESISABLE`.
+        degradations: labels to synthesise, default all of `SYNTHESISABLE`; `CLEAN_LABEL` ("clean") among them
+            gives clean → clean pairs (`lq` is `gt`), so that a restorer learns to leave undegraded images alone.
         crop_size: side of the random square crop (smaller images are reflect-padded); None = whole images.
         seed: base seed (default 0); None draws from torch's RNG (not reproducible).
         flip, rotate, clip_preprocess: as in `PairedDegradationDataset`.
@@ -392,9 +397,9 @@ class SyntheticDegradationDataset(_SeededItems, Dataset):
                 if isinstance(image, (str, os.PathLike)) and not Path(image).is_file():
                     raise FileNotFoundError(f"clean image not found: {image}")
         self.degradations = list(degradations)
-        unknown = [label for label in self.degradations if label not in DEGRADATION_FUNCTIONS]
+        unknown = [label for label in self.degradations if label not in DEGRADATION_FUNCTIONS and label != CLEAN_LABEL]
         if unknown or not self.degradations:
-            raise ValueError(f"cannot synthesise {unknown or 'an empty list'}; known: {', '.join(SYNTHESISABLE)}")
+            raise ValueError(f"cannot synthesise {unknown or 'an empty list'}; known: {', '.join(SYNTHESISABLE)} (and {CLEAN_LABEL!r})")
         self.degradation_params = {label: dict(params) for label, params in (degradation_params or {}).items()}
         unused = sorted(set(self.degradation_params) - set(self.degradations))
         if unused:
@@ -425,7 +430,7 @@ class SyntheticDegradationDataset(_SeededItems, Dataset):
         gt = np.ascontiguousarray(gt)
         if self.augment:
             gt = photometric_jitter(gt, rng)
-        lq = degrade(gt, label, rng, **self.degradation_params.get(label, {}))
+        lq = gt.copy() if label == CLEAN_LABEL else degrade(gt, label, rng, **self.degradation_params.get(label, {}))
         item = {"lq": to_tensor(lq), "gt": to_tensor(gt), "degradation": label, "image_index": image_index}
         if self.clip_preprocess:
             item["lq_clip"] = clip_view(lq, self.clip_preprocess)
@@ -573,6 +578,7 @@ class CaptionDataset(_SeededItems, Dataset):
 
 
 __all__ = [
+    "CLEAN_LABEL",
     "CaptionDataset",
     "IMAGE_EXTENSIONS",
     "PairedDegradationDataset",

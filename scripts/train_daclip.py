@@ -117,6 +117,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--clip_pretrained goes with --clip_config")
     if sum(map(bool, (args.train_csv, args.train_data_dir, args.clean_images_dir or args.clean_images))) != 1:
         parser.error("give one data source: --train_csv, --train_data_dir, or --clean_images_dir / --clean_images skimage")
+    if args.degradation_params and not (args.clean_images_dir or args.clean_images):
+        parser.error("--degradation_params goes with clean images (--clean_images_dir / --clean_images)")
     return args
 
 
@@ -227,6 +229,7 @@ def build_datasets(args, clip_size: int):
             return SyntheticDegradationDataset(
                 images, degradations=labels, crop_size=args.resolution, seed=seed, flip=flip, clip_preprocess=clip_size,
                 augment=args.augment_clean_images and flip,  # the held-out items stay plain crops
+                degradation_params=args.degradation_params,
             )
 
         train_set, validation_base = synthetic(True, args.seed), synthetic(False, args.seed + 1)

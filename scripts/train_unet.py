@@ -43,7 +43,7 @@ from daclip import (
     load_pipeline,
     load_unet,
 )
-from daclip.data import PairedDegradationDataset, SYNTHESISABLE, SyntheticDegradationDataset
+from daclip.data import CLEAN_LABEL, PairedDegradationDataset, SYNTHESISABLE, SyntheticDegradationDataset
 from daclip.pipelines.daclip.pipeline_daclip import check_components_match
 
 logger = get_logger(__name__, log_level="INFO")
@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--random_rotate", action="store_true", help="random transposes besides flips, for either data source (the authors' use_rot)"
     )
     tu.add_clean_image_arguments(parser, resolution=256)
+    parser.add_argument(
+        "--clean_pairs",
+        action="store_true",
+        help="with clean images: add clean → clean pairs (one more share of the data, like one more label), so the "
+        "UNet learns to leave what is not degraded alone",
+    )
 
     tu.add_training_arguments(
         parser,
@@ -148,6 +154,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     sources = [bool(args.train_data_dir), bool(args.clean_images_dir or args.clean_images)]
     if sum(sources) != 1:
         parser.error("give one data source: --train_data_dir, --clean_images_dir or --clean_images skimage")
+    if args.train_data_dir and (args.clean_pairs or args.degradation_params):
+        parser.error("--clean_pairs and --degradation_params go with clean images (--clean_images_dir / --clean_images)")
     return args
 
 
@@ -276,17 +284,19 @@ def build_datasets(args, clip_size: int):
     else:
         images = tu.clean_image_source(args)
         labels = list(args.degradations or SYNTHESISABLE)
+        item_kinds = labels + [CLEAN_LABEL] if args.clean_pairs else labels  # "clean": a share, not a DA-CLIP label
 
         def synthetic(crop_size, flip, seed):
             return SyntheticDegradationDataset(
-                images, degradations=labels, crop_size=crop_size, seed=seed, flip=flip,
+                images, degradations=item_kinds, crop_size=crop_size, seed=seed, flip=flip,
                 rotate=args.random_rotate and flip, clip_preprocess=clip_size, augment=args.augment_clean_images and flip,
+                degradation_params=args.degradation_params,
             )
 
         train_set = synthetic(args.resolution, True, args.seed)
         validation_base = synthetic(validation_size, False, args.seed + 1)
-        item_labels = [labels[index % len(labels)] for index in range(len(train_set))]
-        groups = [index // len(labels) for index in range(len(train_set))]
+        item_labels = [item_kinds[index % len(item_kinds)] for index in range(len(train_set))]
+        groups = [index // len(item_kinds) for index in range(len(train_set))]
 
     if args.validation_data_dir:
         validation_base = PairedDegradationDataset(

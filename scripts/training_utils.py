@@ -59,6 +59,8 @@ SKIMAGE_PHOTOS = (
     "camera",
     "moon",
     "coins",
+    "clock",
+    "colorwheel",
     # textures and scientific images: content that looks like noise, rain or snow but is not degraded
     "brick",
     "grass",
@@ -207,6 +209,13 @@ def add_clean_image_arguments(parser: argparse.ArgumentParser, resolution: int) 
         help="labels to train on; default: every synthesisable label for clean images, every <degradation> sub-folder "
         "for paired data",
     )
+    group.add_argument(
+        "--degradation_params",
+        type=json_object,
+        default=None,
+        help='per-label overrides of the synthesis defaults (daclip.data.degradations), as JSON, e.g. '
+        '\'{"noisy": {"sigma_range": [5, 50]}, "jpeg-compressed": {"quality_range": [5, 60]}}\'',
+    )
     group.add_argument("--resolution", type=int, default=resolution, help="side of the random square training crop")
     group.add_argument(
         "--augment_clean_images",
@@ -214,6 +223,17 @@ def add_clean_image_arguments(parser: argparse.ArgumentParser, resolution: int) 
         help="rescale (×0.5–1) and jitter exposure, gamma and saturation of each clean image before it is degraded: "
         "more variety from few photos",
     )
+
+
+def json_object(text: str) -> Dict[str, Any]:
+    """argparse type: a JSON object (`{...}`), or a clear error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict) or not all(isinstance(item, dict) for item in value.values()):
+        raise argparse.ArgumentTypeError(f'expected a JSON object of objects, like {{"noisy": {{"sigma_range": [5, 50]}}}}; got {text!r}')
+    return value
 
 
 def add_daclip_arguments(parser: argparse.ArgumentParser, help_suffix: str = "") -> None:
@@ -328,7 +348,7 @@ RESUME_FIXED = {
     "seed", "num_validation_images", "train_data_dir", "validation_data_dir", "clean_images_dir", "clean_images",
     "skimage_photos", "degradations", "train_csv", "image_root", "skip_unpaired", "use_ema", "objective",
     "pretrained_model", "daclip_model", "daclip_config", "unet_config", "unet_checkpoint", "clip_config",
-    "clip_pretrained", "validation_resolution",
+    "clip_pretrained", "validation_resolution", "clean_pairs", "degradation_params",
 }
 
 

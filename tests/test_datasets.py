@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from daclip.data.datasets import (
+    CLEAN_LABEL,
     CaptionDataset,
     PairedDegradationDataset,
     SyntheticDegradationDataset,
@@ -286,6 +287,15 @@ def test_synthetic_parameter_overrides_and_clip_view(clean_folder):
     item = dataset[0]
     assert (item["lq"] - item["gt"]).std() > 0.12
     assert item["lq_clip"].shape == (3, 224, 224)
+
+
+def test_synthetic_clean_pairs_leave_the_crop_untouched(clean_folder):
+    dataset = SyntheticDegradationDataset(clean_folder, ["noisy", CLEAN_LABEL], crop_size=32, seed=0)
+    assert len(dataset) == 4
+    assert [dataset[i]["degradation"] for i in range(4)] == ["noisy", CLEAN_LABEL] * 2
+    for index in (1, 3):
+        assert torch.equal(dataset[index]["lq"], dataset[index]["gt"])
+    assert not torch.equal(dataset[0]["lq"], dataset[0]["gt"])
 
 
 def test_synthetic_errors_are_clear(tmp_path, clean_folder):

@@ -555,6 +555,31 @@ def test_training_loader_never_makes_a_ragged_batch(scripts_on_path):
     assert sizes(5, 8) == [[5]] * 3
 
 
+def test_degradation_params_are_json_objects_of_overrides(scripts_on_path, capsys):
+    import argparse
+
+    import training_utils
+
+    parser = argparse.ArgumentParser()
+    training_utils.add_clean_image_arguments(parser, resolution=32)
+    args = parser.parse_args(["--clean_images", "skimage", "--degradation_params", '{"noisy": {"sigma_range": [5, 50]}}'])
+    assert args.degradation_params == {"noisy": {"sigma_range": [5, 50]}}
+    for bad, expected in (("{noisy: 5}", "not valid JSON"), ('{"noisy": 5}', "a JSON object of objects")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--clean_images", "skimage", "--degradation_params", bad])
+        assert expected in capsys.readouterr().err
+
+
+def test_clean_pairs_and_overrides_need_clean_images(scripts_on_path, tmp_path, capsys):
+    import train_unet
+
+    base = ["--pretrained_model", str(tmp_path), "--train_data_dir", str(tmp_path), "--output_dir", str(tmp_path / "o")]
+    for extra in (["--clean_pairs"], ["--degradation_params", '{"noisy": {}}']):
+        with pytest.raises(SystemExit):
+            train_unet.parse_args(base + extra)
+        assert "go with clean images" in capsys.readouterr().err
+
+
 def test_skimage_photos_can_be_chosen_to_hold_some_out(scripts_on_path):
     import argparse
 
