@@ -43,6 +43,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from quality_vs_steps import psnr, quantize_8bit, ssim  # noqa: E402  (one PSNR/SSIM for every benchmark)
 
+from daclip.utils.image_metrics import lost_regions  # noqa: E402
+
 TEXTBOOK_TYPES = ("noisy", "low-light", "jpeg-compressed", "clean")
 SYNTHESIS_TYPES = ("hazy", "rainy", "snowy")
 EXEMPT_FROM_LOST_REGIONS = ("low-light", "hazy")  # brightness is meant to change there
@@ -91,15 +93,8 @@ def colour_error(image: np.ndarray, clean: np.ndarray) -> float:
 
 def lost_blocks(restored: np.ndarray, degraded: np.ndarray) -> int:
     """How many 32 × 32 blocks lost more than two thirds of their (median-filtered) brightness."""
-    from scipy.ndimage import median_filter
-
-    def block_means(image):
-        y = median_filter(image @ np.array([0.299, 0.587, 0.114]), size=5)
-        rows, cols = y.shape[0] // BLOCK, y.shape[1] // BLOCK
-        return y[: rows * BLOCK, : cols * BLOCK].reshape(rows, BLOCK, cols, BLOCK).mean(axis=(1, 3))
-
-    before, after = block_means(degraded), block_means(restored)
-    return int(np.sum(after < before / 3))
+    as_tensor = lambda image: torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # noqa: E731
+    return int(lost_regions(as_tensor(restored), as_tensor(degraded), block=BLOCK)[0])
 
 
 def crops_of(photos: Dict[str, np.ndarray], size: int, count: int, seed: int):

@@ -37,3 +37,18 @@ def test_quantize_8bit_rounds_to_png_levels():
     values = torch.tensor([-0.2, 0.0, 0.5, 0.999, 1.3]).view(1, 1, 1, 5)
     expected = torch.tensor([0.0, 0.0, 128 / 255, 1.0, 1.0]).view(1, 1, 1, 5)
     torch.testing.assert_close(image_metrics.quantize_8bit(values), expected)
+
+
+def test_lost_regions_count_darkened_blocks_not_flakes():
+    rng = np.random.default_rng(0)
+    degraded = torch.from_numpy(rng.uniform(0.3, 0.9, size=(3, 96, 128)).astype(np.float32))
+    assert image_metrics.lost_regions(degraded, degraded).tolist() == [0]
+    wrecked = degraded.clone()
+    wrecked[:, :32, :64] *= 0.2  # two whole blocks turned almost black
+    wrecked[:, 40:70, 100:128] *= 0.5  # darker, but not lost
+    assert image_metrics.lost_regions(wrecked, degraded).tolist() == [2]
+    flakes = degraded.clone()
+    flakes[:, ::4, ::4] = 0.0  # dark specks on one pixel in 16: the median filter ignores them
+    assert image_metrics.lost_regions(flakes, degraded).tolist() == [0]
+    with pytest.raises(ValueError, match="RGB"):
+        image_metrics.lost_regions(degraded[:1], degraded[:1])

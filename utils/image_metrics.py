@@ -72,3 +72,35 @@ def ssim(
 def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
     """Clamp to [0, 1] and round to 8-bit levels: what a saved PNG holds (the authors score uint8 images)."""
     return (images.clamp(0, 1) * 255).round() / 255
+
+
+def lost_regions(restored: torch.Tensor, degraded: torch.Tensor, block: int = 32, kernel: int = 5) -> torch.Tensor:
+    """How many `block`×`block` regions a restoration darkened to below a third of the input's brightness.
+
+    A wrecked region (a blue sky turned black) is what this counts; flakes, streaks and noise do not, because the
+    luma (BT.601) is median-filtered over `kernel`×`kernel` pixels first. Only whole blocks count (the right and
+    bottom remainders are left out). Expected for images whose brightness is meant to change (low-light, haze):
+    not zero; judge those otherwise.
+
+    Args:
+        restored, degraded: `[3, H, W]` or `[B, 3, H, W]` float images in [0, 1], same shape.
+        block: side of the regions, pixels. kernel: side of the median filter, pixels (odd).
+
+    Returns:
+        `[B]` int64 counts (out of `(H // block) * (W // block)` blocks).
+
+    Raises:
+        ValueError: shapes differ, are not 3- or 4-D, or have not 3 channels.
+    """
+    restored, degraded = _check_pair(restored, degraded)
+    if restored.shape[1] != 3:
+        raise ValueError(f"expected RGB images, got {restored.shape[1]} channels")
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
+
+    def block_means(images: torch.Tensor) -> torch.Tensor:
+        luma = (images * weights).sum(dim=1, keepdim=True)
+        padded = F.pad(luma, [kernel // 2] * 4, mode="reflect")
+        median = F.unfold(padded, kernel).median(dim=1).values.view(luma.shape[0], 1, *luma.shape[2:])
+        return F.avg_pool2d(median, block)  # drops the partial blocks at the right and bottom
+
+    return (block_means(restored) < block_means(degraded) / 3).flatten(1).sum(dim=1)
