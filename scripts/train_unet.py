@@ -44,7 +44,7 @@ from daclip import (
     load_unet,
 )
 from daclip.data import PairedDegradationDataset, SYNTHESISABLE, SyntheticDegradationDataset
-from daclip.pipelines.daclip.pipeline_daclip import check_components_match
+from daclip.pipelines.daclip.unet_daclip import check_components_match
 
 logger = get_logger(__name__, log_level="INFO")
 

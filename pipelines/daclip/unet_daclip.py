@@ -641,3 +641,18 @@ class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, Conf
         from .convert_original import load_original_checkpoint
 
         return load_original_checkpoint(cls, checkpoint_path, dtype=dtype)
+
+
+def check_components_match(daclip, unet: DACLIPUNet2DModel, daclip_name: str = "DA-CLIP", unet_name: str = "UNet") -> None:
+    """Refuse a DA-CLIP/UNet pair whose embedding sizes differ, before any sampling starts.
+
+    Raises:
+        `ValueError`: `daclip.config.embed_dim` (a `DACLIPModel`'s) is not `unet.config.context_dim`; the message
+        names both by `daclip_name` / `unet_name` (e.g. their file names).
+    """
+    embed_dim, context_dim = daclip.config.embed_dim, unet.config.context_dim
+    if embed_dim != context_dim:
+        raise ValueError(
+            f"{daclip_name} gives {embed_dim}-dim embeddings but {unet_name} expects {context_dim}-dim context: "
+            "these files are not a pair (universal-ir goes with daclip_ViT-B-32, wild-ir with wild-daclip_ViT-L-14)."
+        )
