@@ -77,7 +77,10 @@ def main(argv: List[str] = None) -> int:
             for label, job in jobs.items():
                 for which in order:
                     times[label][which].append(seconds(job, run_job(roots[which], paths[which], job)))
-            print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+                old, new = times[label]["old"][-1], times[label]["new"][-1]
+                # One line per job and round, so that a run cut short still says something.
+                print(f"round {round_index + 1}/{args.rounds}: {label}: old {old:.3f} s, new {new:.3f} s, "
+                      f"new/old {new / old:.3f}", file=sys.stderr, flush=True)
 
     print("| job | old (median s) | new (median s) | new/old (median) | spread of round ratios |")
     print("| --- | ---: | ---: | ---: | ---: |")
