@@ -415,7 +415,9 @@ def main(argv=None) -> None:
     tu.register_checkpoint_hooks(
         accelerator, DACLIPUNet2DModel, UNET_FOLDER, ema=ema_unet, scheduler=IRSDEPosteriorScheduler(**sde_config)
     )
-    optimizer = tu.make_optimizer(args, unet, unet.parameters(), accelerator)
+    tu.apply_performance_options(args, unet)
+    tu.scale_learning_rate(args, accelerator)
+    optimizer = tu.make_optimizer(args, unet.parameters())
 
     # Data.
     with accelerator.main_process_first(), tu.data_errors():

@@ -460,7 +460,7 @@ class DACLIPPipeline(DiffusionPipeline):
                 self._check_finite(x_t, step_index, timestep, from_callback=callback_on_step_end is not None)
                 self._steps_done = step_index + 1
 
-            x_t = apply_color_fix(x_t, batch.images, color_fix)  # against this batch's own input
+            x_t = apply_color_fix(x_t, batch.images, color_fix)  # postprocessing that needs this batch's own input
             for position, index in enumerate(batch.indices):
                 restored[index] = x_t[position]
                 labels[index] = batch_labels[position]
