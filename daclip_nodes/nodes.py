@@ -22,9 +22,9 @@ from ..pipelines.daclip.color_fix import COLOR_FIX_METHODS
 from ..pipelines.daclip.loading import load_daclip, load_unet
 from ..pipelines.daclip.image_processing import comfy_image_to_batch
 from ..pipelines.daclip.modeling_daclip import DACLIPModel
-from ..pipelines.daclip.pipeline_daclip import DACLIPPipeline, check_components_match
+from ..pipelines.daclip.pipeline_daclip import DACLIPPipeline
 from ..schedulers.samplers import DEFAULT_STEPS, SAMPLERS, scheduler_for_sampler
-from ..pipelines.daclip.unet_daclip import DACLIPUNet2DModel
+from ..pipelines.daclip.unet_daclip import DACLIPUNet2DModel, check_components_match
 from ..schedulers import IRSDEPosteriorScheduler
 from ..utils import CheckpointError
 from . import comfy_adapter

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import List, Optional, Tuple, Union
 
 import torch
@@ -65,6 +65,43 @@ class IRSDESchedule:
     thetas_cumsum: torch.Tensor
     sigma_bars: torch.Tensor
     dt: torch.Tensor
+
+
+@dataclass
+class StepCoefficients:
+    """What a reverse step needs at schedule index t, as one record: for every t = 0..N of the sampling schedule
+    (each field `[N + 1]`, float32, CPU; built once by `set_timesteps`), or gathered for one step (`at`).
+
+    Fields: `theta` θ_t, `sigma` σ_t, `thetas_cumsum` θ̄_t, `sigma_bar` σ̄_t; `coef_xt`, `coef_x0`, `std`: the
+    weights and std of the posterior q(x_{t−1} | x_t, x₀) (`_IRSDESchedulerBase._posterior`; NaN at t = 0, never a
+    state); `dt` (`[]`).
+    """
+
+    theta: torch.Tensor
+    sigma: torch.Tensor
+    thetas_cumsum: torch.Tensor
+    sigma_bar: torch.Tensor
+    coef_xt: torch.Tensor
+    coef_x0: torch.Tensor
+    std: torch.Tensor
+    dt: torch.Tensor
+
+    def at(self, index: torch.Tensor, like: torch.Tensor) -> "StepCoefficients":
+        """The record at index t (0-d or `[B]` long), each value shaped to broadcast over `like` `[B, C, H, W]` and
+        on its device."""
+        gathered = {
+            field.name: broadcast_per_image(getattr(self, field.name)[index], like)
+            for field in fields(self)
+            if field.name != "dt"
+        }
+        return StepCoefficients(**gathered, dt=self.dt.to(like.device))
+
+
+def broadcast_per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-image value (0-d or `[B]`), shaped to broadcast over `like` (`[B, C, H, W]`), on its device."""
+    if values.ndim == 1:
+        values = values.reshape(-1, *([1] * (like.ndim - 1)))
+    return values.to(like.device)
 
 
 def theta_schedule(name: str, num_steps: int) -> torch.Tensor:
@@ -159,9 +196,39 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         self.init_noise_sigma = self.max_sigma
         # Training always uses the schedule on T steps; sampling may rebuild it on N (`set_timesteps`).
         self.training_schedule = build_schedule(schedule, int(num_train_timesteps), self.max_sigma, float(eps))
-        self.sampling_schedule = self.training_schedule
         self.num_inference_steps = int(num_train_timesteps)
+        self._use_sampling_schedule(self.training_schedule)
         self.timesteps = self._unet_timesteps(self.num_inference_steps)
+
+    def _use_sampling_schedule(self, schedule: IRSDESchedule) -> None:
+        """Sample on `schedule` (N = `self.num_inference_steps` steps); its step coefficients are gathered when a
+        step first needs them (`step_coefficients`)."""
+        self.sampling_schedule = schedule
+        self._step_coefficients: Optional[StepCoefficients] = None
+
+    @property
+    def step_coefficients(self) -> StepCoefficients:
+        """The `StepCoefficients` of every t = 0..N of the sampling schedule, gathered once per `set_timesteps`."""
+        if self._step_coefficients is None:
+            self._step_coefficients = self._gather_step_coefficients(self.sampling_schedule)
+        return self._step_coefficients
+
+    def _gather_step_coefficients(self, schedule: IRSDESchedule) -> StepCoefficients:
+        # The posterior weights one t at a time (0-d tensors), as a step would compute them: a CPU's vectorised
+        # exp may differ from its scalar exp by an ulp, and these weights cancel at small t.
+        posterior = [self._posterior(schedule, torch.tensor(t)) for t in range(1, len(schedule.thetas))]
+        nan = torch.tensor([math.nan])
+        coef_xt, coef_x0, std = (torch.cat([nan, torch.stack(values)]) for values in zip(*posterior))
+        return StepCoefficients(
+            theta=schedule.thetas,
+            sigma=schedule.sigmas,
+            thetas_cumsum=schedule.thetas_cumsum,
+            sigma_bar=schedule.sigma_bars,
+            coef_xt=coef_xt,
+            coef_x0=coef_x0,
+            std=std,
+            dt=schedule.dt,
+        )
 
     # -- the sampling schedule in use, as float32 CPU tensors ------------------------------------------
     thetas = property(lambda self: self.sampling_schedule.thetas, doc="θ_0..θ_N `[N + 1]`.")
@@ -192,7 +259,11 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         """Rebuild the schedule on N = `num_inference_steps` steps (1..T), as the authors' `sample_T`.
 
         `self.timesteps` (`[N]` float32, on `device`) then holds, in sampling order, the times to pass to the
-        UNet: N·T/N, …, 1·T/N. The training helpers keep using the schedule on T steps.
+        UNet: N·T/N, …, 1·T/N, and `self.step_coefficients` what each step needs. The training helpers keep using
+        the schedule on T steps.
+
+        Raises:
+            `ValueError`: `num_inference_steps` is not an integer from 1 to `num_train_timesteps`.
         """
         num_train_timesteps = self.config.num_train_timesteps
         if (
@@ -205,8 +276,8 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
                 f"got {num_inference_steps!r}."
             )
         self.num_inference_steps = int(num_inference_steps)
-        self.sampling_schedule = build_schedule(
-            self.config.schedule, self.num_inference_steps, self.max_sigma, float(self.config.eps)
+        self._use_sampling_schedule(
+            build_schedule(self.config.schedule, self.num_inference_steps, self.max_sigma, float(self.config.eps))
         )
         self.timesteps = self._unet_timesteps(self.num_inference_steps, device)
 
@@ -240,12 +311,7 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         return index
 
     # -- shared pieces ---------------------------------------------------------------------------------
-    @staticmethod
-    def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """A per-image value (0-d or `[B]`), shaped to broadcast over `like` (`[B, C, H, W]`), on its device."""
-        if values.ndim == 1:
-            values = values.reshape(-1, *([1] * (like.ndim - 1)))
-        return values.to(like.device)
+    _broadcast = staticmethod(broadcast_per_image)
 
     @classmethod
     def _at(cls, values: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -313,8 +379,10 @@ class _IRSDESchedulerBase(SchedulerMixin, ConfigMixin):
         return coef_xt * (sample - mu) + coef_x0 * (original_sample - mu) + mu
 
     def posterior_coefficients(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For t = 1..N of the sampling schedule: the x_t and x₀ weights of the posterior mean and its std (`[N]`)."""
-        return self._posterior(self.sampling_schedule, torch.arange(1, self.num_inference_steps + 1))
+        """For t = 1..N of the sampling schedule: the x_t and x₀ weights of the posterior mean and its std (`[N]`),
+        as the steps use them."""
+        coefficients = self.step_coefficients
+        return coefficients.coef_xt[1:], coefficients.coef_x0[1:], coefficients.std[1:]
 
     # -- sampling --------------------------------------------------------------------------------------
     def prepare_start_sample(
@@ -475,20 +543,20 @@ class IRSDEScheduler(_IRSDESchedulerBase):
         """
         dtype = sample.dtype
         x, model_output, mu = self._float32(sample, model_output, mu)
-        index, schedule = self.index_for_timestep(timestep), self.sampling_schedule
-        at = lambda values: self._at(values, index, x)
-        theta, sigma, thetas_cumsum, sigma_bar = (
-            at(schedule.thetas), at(schedule.sigmas), at(schedule.thetas_cumsum), at(schedule.sigma_bars)
-        )
-        dt = schedule.dt.to(x.device)
-        noise = self._noise_from_output(thetas_cumsum, sigma_bar, dt, x, model_output, mu)
-        pred_original = self._original_from_output(thetas_cumsum, sigma_bar, dt, x, model_output, mu)
+        # 1. The coefficients of step t (θ_t, σ_t, θ̄_t, σ̄_t, dt), gathered once by `set_timesteps`.
+        c = self.step_coefficients.at(self.index_for_timestep(timestep), x)
+        # 2. ε̂ and x̂₀ from the UNet's output (whichever it predicts).
+        noise = self._noise_from_output(c.thetas_cumsum, c.sigma_bar, c.dt, x, model_output, mu)
+        pred_original = self._original_from_output(c.thetas_cumsum, c.sigma_bar, c.dt, x, model_output, mu)
         if self.config.solver == "sde":
-            drift = self._reverse_drift(theta, sigma, sigma_bar, dt, x, noise, mu, 1.0)
+            # 3. Euler–Maruyama: x_{t−1} = x_t − drift − σ_t √dt z.
+            drift = self._reverse_drift(c.theta, c.sigma, c.sigma_bar, c.dt, x, noise, mu, 1.0)
             z = self._noise(x.shape, generator, x.device, variance_noise)
-            prev_sample = x - drift - sigma * (z * math.sqrt(float(schedule.dt)))
+            prev_sample = x - drift - c.sigma * (z * math.sqrt(float(self.step_coefficients.dt)))
         else:
-            prev_sample = x - self._reverse_drift(theta, sigma, sigma_bar, dt, x, noise, mu, 0.5)
+            # 3. The probability-flow ODE's Euler step: half the score term, no noise.
+            prev_sample = x - self._reverse_drift(c.theta, c.sigma, c.sigma_bar, c.dt, x, noise, mu, 0.5)
+        # 4. Back to the caller's dtype.
         return self._output(prev_sample, pred_original, dtype, return_dict)
 
 
@@ -544,14 +612,14 @@ class IRSDEPosteriorScheduler(_IRSDESchedulerBase):
         """
         dtype = sample.dtype
         x, model_output, mu = self._float32(sample, model_output, mu)
-        index, schedule = self.index_for_timestep(timestep), self.sampling_schedule
-        at = lambda values: self._at(values, index, x)
-        pred_original = self._original_from_output(
-            at(schedule.thetas_cumsum), at(schedule.sigma_bars), schedule.dt.to(x.device), x, model_output, mu
-        )
+        # 1. The coefficients of step t (θ̄_t, σ̄_t, dt and the posterior's weights and std), gathered by `set_timesteps`.
+        c = self.step_coefficients.at(self.index_for_timestep(timestep), x)
+        # 2. x̂₀ from the UNet's output (optionally clamped to the image range).
+        pred_original = self._original_from_output(c.thetas_cumsum, c.sigma_bar, c.dt, x, model_output, mu)
         if self.config.clip_sample:
             pred_original = pred_original.clamp(0.0, 1.0)
-        coef_xt, coef_x0, std = (self._broadcast(c, x) for c in self._posterior(schedule, index))
+        # 3. Sample q(x_{t−1} | x_t, x̂₀): its mean plus std · z.
         z = self._noise(x.shape, generator, x.device, variance_noise)
-        prev_sample = self._posterior_mean(coef_xt, coef_x0, x, pred_original, mu) + std * z
+        prev_sample = self._posterior_mean(c.coef_xt, c.coef_x0, x, pred_original, mu) + c.std * z
+        # 4. Back to the caller's dtype.
         return self._output(prev_sample, pred_original, dtype, return_dict)

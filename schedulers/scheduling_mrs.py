@@ -219,8 +219,11 @@ class MRSamplerScheduler(SchedulerMixin, ConfigMixin):
         Sets `time_grid` (`[M + 1]`: t₀ … t_M), `alphas`, `sigma_bars`, `lambdas` on it (`[M + 1]`, float32, CPU)
         and `timesteps` (`[M]` float32 on `device`: t₀ … t_{M−1}, one per UNet evaluation, the values to pass
         to the UNet). M = N except for "trailing" with a binding `lambda_min` (fewer). `num_inference_steps`
-        becomes M. Raises `ValueError` for N outside 1..T or a grid whose times do not strictly decrease
-        (e.g. "leading" with N + 1 > t_max).
+        becomes M.
+
+        Raises:
+            `ValueError`: N is not an integer from 1 to T, or the grid's times do not strictly decrease (e.g.
+            "leading" with N + 1 > t_max).
         """
         T = self.config.num_train_timesteps
         if (

@@ -370,9 +370,9 @@ def main(argv=None) -> None:
         ema = EMAModel(trainable, decay=args.ema_decay)
 
     tu.register_checkpoint_hooks(accelerator, DACLIPModel, DACLIP_FOLDER, ema=ema)
-    optimizer = tu.make_optimizer(
-        args, model, optimizer_groups(named_trainable, args.adam_weight_decay), accelerator
-    )
+    tu.apply_performance_options(args, model)
+    tu.scale_learning_rate(args, accelerator)
+    optimizer = tu.make_optimizer(args, optimizer_groups(named_trainable, args.adam_weight_decay))
 
     train_dataloader = tu.training_dataloader(
         train_dataset, args.train_batch_size, collate, num_workers=args.dataloader_num_workers

@@ -44,7 +44,7 @@ from daclip import (
     load_unet,
 )
 from daclip.data import CLEAN_LABEL, PairedDegradationDataset, SYNTHESISABLE, SyntheticDegradationDataset
-from daclip.pipelines.daclip.pipeline_daclip import check_components_match
+from daclip.pipelines.daclip.unet_daclip import check_components_match
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -425,7 +425,9 @@ def main(argv=None) -> None:
     tu.register_checkpoint_hooks(
         accelerator, DACLIPUNet2DModel, UNET_FOLDER, ema=ema_unet, scheduler=IRSDEPosteriorScheduler(**sde_config)
     )
-    optimizer = tu.make_optimizer(args, unet, unet.parameters(), accelerator)
+    tu.apply_performance_options(args, unet)
+    tu.scale_learning_rate(args, accelerator)
+    optimizer = tu.make_optimizer(args, unet.parameters())
 
     # Data.
     with accelerator.main_process_first(), tu.data_errors():

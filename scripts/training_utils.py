@@ -759,14 +759,23 @@ def make_lr_scheduler(args: argparse.Namespace, optimizer, accelerator, max_trai
     )
 
 
-def make_optimizer(args: argparse.Namespace, model, parameters, accelerator) -> torch.optim.Optimizer:
-    """AdamW from the usual arguments, after the options that change the model or the learning rate
-    (`--gradient_checkpointing`, `--allow_tf32`, `--scale_lr`). `parameters`: tensors or parameter groups."""
+def apply_performance_options(args: argparse.Namespace, model) -> None:
+    """`--gradient_checkpointing` (on `model`) and `--allow_tf32` (process-wide), before training starts."""
     if args.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if args.allow_tf32:
         enable_tf32()
-    scale_learning_rate(args, accelerator)
+
+
+def scale_learning_rate(args: argparse.Namespace, accelerator) -> None:
+    """`--scale_lr`: multiply `args.learning_rate` by accumulation steps × batch size × processes (diffusers'
+    examples), in place; call once, before `make_optimizer`."""
+    if args.scale_lr:
+        args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+
+
+def make_optimizer(args: argparse.Namespace, parameters) -> torch.optim.Optimizer:
+    """AdamW from the usual arguments (`--learning_rate`, `--adam_*`). `parameters`: tensors or parameter groups."""
     return torch.optim.AdamW(
         parameters,
         lr=args.learning_rate,
@@ -774,11 +783,6 @@ def make_optimizer(args: argparse.Namespace, model, parameters, accelerator) -> 
         weight_decay=args.adam_weight_decay,  # the default for groups that do not set their own
         eps=args.adam_epsilon,
     )
-
-
-def scale_learning_rate(args: argparse.Namespace, accelerator) -> None:
-    if args.scale_lr:
-        args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -245,7 +245,8 @@ def load_pipeline_from_parts(daclip: Source, unet: Source, daclip_config: Any = 
     """A `DACLIPPipeline` from a DA-CLIP source and a UNet source (each any row of the module's table), with the
     UNet source's scheduler if it has one, else the authors' sampler settings. Raises `CheckpointError`, and
     `ValueError` for a pair whose embedding sizes differ."""
-    from .pipeline_daclip import DACLIPPipeline, check_components_match
+    from .pipeline_daclip import DACLIPPipeline
+    from .unet_daclip import check_components_match
 
     daclip_model = load_daclip(daclip, config=daclip_config)
     unet_model, scheduler_config = load_unet(unet)

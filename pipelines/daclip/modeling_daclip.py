@@ -292,13 +292,20 @@ class DACLIPModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, ConfigMixi
                 text_embeds)` (entries None where not computed), plus the control signals if asked for.
 
         All conditioning goes through `forward`, so diffusers' offload hooks (which wrap `forward`) see it.
+
+        Raises:
+            `ValueError`: neither input given; `pixel_values` not `[B, 3, S, S]` with S the model's `image_size`;
+            `input_ids` not `[N, context_length]`.
         """
         if pixel_values is None and input_ids is None:
             raise ValueError("give `pixel_values`, `input_ids`, or both.")
         content_embeds = degradation_embeds = text_embeds = hidden_states = None
         if pixel_values is not None:
-            if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-                raise ValueError(f"pixel_values must be [B, 3, S, S] (see `preprocess`); got {tuple(pixel_values.shape)}.")
+            size = self.image_size
+            if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
+                raise ValueError(
+                    f"pixel_values must be [B, 3, {size}, {size}] (see `preprocess`); got {tuple(pixel_values.shape)}."
+                )
             pixel_values = pixel_values.to(dtype=self.clip.visual.positional_embedding.dtype)
             control_signals = None
             if control:
@@ -308,6 +315,11 @@ class DACLIPModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, ConfigMixi
                 batch_first = self.visual_control.transformer.batch_first
                 hidden_states = tuple(z if batch_first else z.transpose(0, 1) for z in control_signals)
         if input_ids is not None:
+            context_length = int(self.config.text_cfg.get("context_length", 77))
+            if input_ids.ndim != 2 or input_ids.shape[1] != context_length:
+                raise ValueError(
+                    f"input_ids must be [N, {context_length}] (see `tokenize`); got {tuple(input_ids.shape)}."
+                )
             text_embeds = self.clip.encode_text(input_ids.long())
 
         if not return_dict:

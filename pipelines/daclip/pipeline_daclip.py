@@ -25,7 +25,7 @@ from .color_fix import COLOR_FIX_METHODS, apply_color_fix
 from .image_processing import ImageInput, like_source, pil_sources, postprocess, to_rgb_tensors
 from .tiling import check_tiling, tiled_noise_prediction
 from .modeling_daclip import DACLIPModel
-from .unet_daclip import DACLIPUNet2DModel
+from .unet_daclip import DACLIPUNet2DModel, check_components_match
 
 logger = logging.get_logger(__name__)
 
@@ -261,7 +261,11 @@ class DACLIPPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str],
         content_embeds: Optional[torch.Tensor] = None,
         degradation_embeds: Optional[torch.Tensor] = None,
+        tile_size: Optional[int] = None,
+        tile_overlap: int = 32,
+        color_fix: str = "none",
     ) -> None:
+        """Step 1 of `__call__`: raise `ValueError` (or `TypeError`) for any bad argument, before any model runs."""
         num_train_timesteps = self.scheduler.config.num_train_timesteps
         if (
             isinstance(num_inference_steps, bool)
@@ -309,6 +313,10 @@ class DACLIPPipeline(DiffusionPipeline):
             raise ValueError(
                 f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not among {self._callback_tensor_inputs}."
             )
+        if tile_size is not None:
+            check_tiling(tile_size, tile_overlap, self.unet.min_sample_size)
+        if color_fix not in COLOR_FIX_METHODS:
+            raise ValueError(f"color_fix must be one of {COLOR_FIX_METHODS}, not {color_fix!r}.")
 
     def _check_embedding(self, what: str, embeds: torch.Tensor, batch_size: int) -> None:
         expected = self.unet.config.context_dim
@@ -393,6 +401,7 @@ class DACLIPPipeline(DiffusionPipeline):
             ValueError, TypeError: bad inputs or arguments (checked before any model runs).
             FloatingPointError: NaN or infinite values appeared, naming the step and the UNet's dtype.
         """
+        # 1. Check inputs (tiling and colour fix included): every error is raised before any model runs.
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         images = to_rgb_tensors(image)
@@ -407,86 +416,108 @@ class DACLIPPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs,
             content_embeds,
             degradation_embeds,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            color_fix=color_fix,
         )
-        if tile_size is not None:
-            check_tiling(tile_size, tile_overlap, self.unet.min_sample_size)
-        if color_fix not in COLOR_FIX_METHODS:
-            raise ValueError(f"color_fix must be one of {COLOR_FIX_METHODS}, not {color_fix!r}.")
         self._interrupt = False
         self._num_timesteps = num_inference_steps
         self._steps_done = 0
 
-        # Images of one size are one batch; otherwise each image is its own batch, with its own generator
-        # (a single generator is shared in order, as it would be across separate calls).
-        if len({tuple(img.shape) for img in images}) == 1:
-            groups = [list(range(len(images)))]
-        else:
-            groups = [[index] for index in range(len(images))]
-
+        # 2. Split into batches of one size, each with its own generators, texts and embeddings.
+        batches = split_into_batches(images, generator, degradation, content_embeds, degradation_embeds)
         restored, labels, probabilities = [None] * len(images), [None] * len(images), [None] * len(images)
-        for group in groups:
-            group_generator = [generator[i] for i in group] if isinstance(generator, list) else generator
-            group_degradation = degradation
-            if isinstance(degradation, (list, tuple)):
-                group_degradation = [degradation[i] for i in group]
-            elif isinstance(degradation, torch.Tensor):
-                group_degradation = _rows_for(degradation, group, len(images))
-            group_embeds = None
-            if content_embeds is not None:
-                group_embeds = (
-                    _rows_for(content_embeds, group, len(images)),
-                    _rows_for(degradation_embeds, group, len(images)),
-                )
-            group_images = torch.stack([images[i] for i in group])
-            result, group_labels, group_probabilities = self._restore_batch(
-                group_images,
-                num_inference_steps,
-                group_generator,
-                group_degradation,
-                latents,
-                callback_on_step_end,
-                callback_on_step_end_tensor_inputs,
-                tile_size,
-                tile_overlap,
-                group_embeds,
+        for batch in batches:
+            device = self._execution_device
+
+            # 3. Encode: DA-CLIP's embeddings of the degraded images (unless given), and the labels to report.
+            batch_content_embeds, batch_degradation_embeds, batch_labels, batch_probabilities = self.encode_conditions(
+                batch, device
             )
-            result = apply_color_fix(result, group_images, color_fix)
-            for position, index in enumerate(group):
-                restored[index] = result[position]
-                labels[index] = group_labels[position]
-                probabilities[index] = group_probabilities[position]
 
-        self.maybe_free_model_hooks()
+            # 4. Prepare the schedule on N steps and the start state x_T = μ + max_sigma·ε.
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            mu, x_t = self.prepare_latents(batch.images, batch.generator, latents, device)
 
+            # 5. Denoising loop: the reverse IR-SDE from x_T to x_0.
+            self._steps_done = 0
+            for step_index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
+                if self.interrupt:
+                    break
+                noise_pred = self.predict_noise(
+                    x_t, timestep, mu, batch_content_embeds, batch_degradation_embeds, tile_size, tile_overlap
+                )
+                step_output = self.scheduler.step(noise_pred.float(), timestep, x_t, mu=mu, generator=batch.generator)
+                x_t = step_output.prev_sample
+                if callback_on_step_end is not None:
+                    # x̂₀, the step's estimate of the clean image (read only: for previews), where the scheduler gives one.
+                    pred_original = getattr(step_output, "pred_original_sample", None)
+                    local_tensors = {"latents": x_t, "mu": mu, "pred_original_sample": pred_original}
+                    callback_kwargs = {name: local_tensors[name] for name in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs) or {}
+                    x_t = callback_outputs.get("latents", x_t)
+                    mu = callback_outputs.get("mu", mu)
+                self._check_finite(x_t, step_index, timestep, from_callback=callback_on_step_end is not None)
+                self._steps_done = step_index + 1
+
+            x_t = apply_color_fix(x_t, batch.images, color_fix)  # postprocessing that needs this batch's own input
+            for position, index in enumerate(batch.indices):
+                restored[index] = x_t[position]
+                labels[index] = batch_labels[position]
+                probabilities[index] = batch_probabilities[position]
+
+        # 6. Postprocess: tensors → the output type; PIL inputs come back in their own form.
         if self.interrupt:
             logger.warning(
                 "stopped by the callback after %d of %d steps: the images are intermediate states, not finished "
                 "restorations.", self._steps_done, num_inference_steps,
             )
-        if len(groups) == 1:
-            output_images = postprocess(torch.stack(restored), output_type)
-        else:
-            # Different sizes cannot share one array: a list with one image (PIL, HWC array or CHW tensor) each.
-            output_images = [postprocess(single[None], output_type)[0] for single in restored]
-        if output_type == "pil":  # PIL inputs come back in their own form: mode, alpha, ICC profile
-            output_images = [
-                like_source(result, source, postprocess(restored[index][None], "np")[0] if source else None)
-                for index, (result, source) in enumerate(zip(output_images, sources))
-            ]
+        output_images = self.postprocess_images(restored, sources, output_type, one_batch=len(batches) == 1)
+
+        # 7. Offload all models (after `enable_model_cpu_offload`).
+        self.maybe_free_model_hooks()
+
         if not return_dict:
             return output_images, labels, probabilities
         return DACLIPPipelineOutput(images=output_images, degradations=labels, degradation_probabilities=probabilities)
 
-    def _degradation_and_labels(self, degradation: DegradationInput, image_degradation_embeds: torch.Tensor, device):
-        """The UNet's degradation embedding, and per image the label to report and its probability."""
-        degradation_embeds, given_texts = self.degradation_condition(degradation, image_degradation_embeds, device)
-        if given_texts is not None:
-            return degradation_embeds, given_texts, [None] * len(given_texts)
-        predictions = self.daclip.classify_degradation_embeds(image_degradation_embeds)
-        return degradation_embeds, [p.label for p in predictions], [p.probability for p in predictions]
+    # ------------------------------------------------------------------------------------------------
+    # The steps of `__call__`
+    # ------------------------------------------------------------------------------------------------
+    def encode_conditions(self, batch: "ImageBatch", device: torch.device):
+        """Step 3: `(content_embeds, degradation_embeds, labels, probabilities)` for one batch.
 
-    def _predict_noise(self, latents, timestep, mu, degradation_embeds, content_embeds, tile_size, tile_overlap):
-        """ε̂ at x_t, in one UNet call or, with `tile_size`, in overlapping tiles (see `tiling.py`)."""
+        The embeddings are `[B, D]` float32: the caller's (`batch.embeds`, then no label is reported), or DA-CLIP's
+        of the degraded images, with the degradation embedding replaced as `degradation_condition` says. Per
+        image, the label is the detected degradation and its probability, or the caller's text and None.
+        """
+        batch_size = len(batch.images)
+        if batch.embeds is not None:
+            content_embeds, degradation_embeds = (
+                embeds.to(device=device, dtype=torch.float32).expand(batch_size, -1) for embeds in batch.embeds
+            )
+            return content_embeds, degradation_embeds, [None] * batch_size, [None] * batch_size
+        content_embeds, image_degradation_embeds = self.encode_image(batch.images, device)
+        degradation_embeds, given_texts = self.degradation_condition(batch.degradation, image_degradation_embeds, device)
+        if given_texts is not None:
+            return content_embeds, degradation_embeds, given_texts, [None] * len(given_texts)
+        predictions = self.daclip.classify_degradation_embeds(image_degradation_embeds)
+        return content_embeds, degradation_embeds, [p.label for p in predictions], [p.probability for p in predictions]
+
+    def prepare_latents(
+        self, images: torch.Tensor, generator: GeneratorInput, latents: Optional[torch.Tensor], device: torch.device
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Step 4: `(mu, x_T)`, both `[B, 3, H, W]` float32 on `device` (the scheduler works in float32 whatever the
+        UNet dtype): μ is the degraded image, x_T the caller's `latents` or `μ + max_sigma·ε` drawn with
+        `generator` (`scheduler.prepare_start_sample`). Call after `scheduler.set_timesteps`."""
+        mu = images.to(device=device, dtype=torch.float32)
+        if latents is None:
+            return mu, self.scheduler.prepare_start_sample(mu, generator=generator)
+        return mu, latents.to(device=device, dtype=torch.float32)
+
+    def predict_noise(self, latents, timestep, mu, content_embeds, degradation_embeds, tile_size, tile_overlap):
+        """ε̂ at x_t, float32 `[B, 3, H, W]`, in one UNet call or, with `tile_size`, in overlapping tiles
+        (see `tiling.py`)."""
         unet_dtype = self.unet.dtype
 
         def predict(sample: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
@@ -502,72 +533,89 @@ class DACLIPPipeline(DiffusionPipeline):
             return predict(latents, mu)
         return tiled_noise_prediction(predict, latents, mu, tile_size, tile_overlap)
 
-    def _restore_batch(
-        self,
-        images: torch.Tensor,
-        num_inference_steps: int,
-        generator: GeneratorInput,
-        degradation: DegradationInput,
-        latents: Optional[torch.Tensor],
-        callback_on_step_end,
-        callback_on_step_end_tensor_inputs: Sequence[str],
-        tile_size: Optional[int],
-        tile_overlap: int,
-        precomputed_embeds: Optional[Tuple[torch.Tensor, torch.Tensor]],
-    ):
-        device = self._execution_device
-        batch_size = len(images)
-
-        # 1. Encode: DA-CLIP sees the degraded image once (unless the caller already did).
-        if precomputed_embeds is not None:
-            content_embeds, degradation_embeds = (
-                embeds.to(device=device, dtype=torch.float32).expand(batch_size, -1) for embeds in precomputed_embeds
+    def _check_finite(self, latents: torch.Tensor, step_index: int, timestep, from_callback: bool) -> None:
+        """A NaN never heals: stop at the step where it appears rather than return a black image."""
+        if not bool(torch.isfinite(latents).all()):
+            raise FloatingPointError(
+                f"the sample became NaN or infinite at step {step_index + 1} of {self._num_timesteps} "
+                f"(timestep {float(timestep):g}) with the UNet in {self.unet.dtype}"
+                + (" or from the step-end callback" if from_callback else "")
+                + ": " + _dtype_hint(self.unet.dtype)
             )
-            labels, probabilities = [None] * batch_size, [None] * batch_size
+
+    @staticmethod
+    def postprocess_images(restored: List[torch.Tensor], sources, output_type: str, one_batch: bool):
+        """Step 6: the restored `[3, H, W]` tensors → the output type. Images of one size come back as one array /
+        tensor (or a list of PIL images); different sizes as a list with one image each. With `output_type="pil"`,
+        PIL inputs come back in their own form: mode, alpha, ICC profile (`image_processing.like_source`)."""
+        if one_batch:
+            output_images = postprocess(torch.stack(restored), output_type)
         else:
-            content_embeds, image_degradation_embeds = self.encode_image(images, device)
-            degradation_embeds, labels, probabilities = self._degradation_and_labels(
-                degradation, image_degradation_embeds, device
+            # Different sizes cannot share one array: a list with one image (PIL, HWC array or CHW tensor) each.
+            output_images = [postprocess(single[None], output_type)[0] for single in restored]
+        if output_type == "pil":
+            output_images = [
+                like_source(result, source, postprocess(restored[index][None], "np")[0] if source else None)
+                for index, (result, source) in enumerate(zip(output_images, sources))
+            ]
+        return output_images
+
+
+@dataclass
+class ImageBatch:
+    """Step 2's unit: images of one size restored together, with what belongs to them.
+
+    Args:
+        indices: their positions among the call's images.
+        images: `[B, 3, H, W]` float32 in [0, 1], the degraded images (μ).
+        generator: the call's generator, or the generators of these images.
+        degradation: the call's `degradation`, restricted to these images (texts or embedding rows).
+        embeds: the caller's `(content_embeds, degradation_embeds)` rows for these images, or None.
+    """
+
+    indices: List[int]
+    images: torch.Tensor
+    generator: GeneratorInput
+    degradation: DegradationInput
+    embeds: Optional[Tuple[torch.Tensor, torch.Tensor]]
+
+
+def split_into_batches(
+    images: List[torch.Tensor],
+    generator: GeneratorInput,
+    degradation: DegradationInput,
+    content_embeds: Optional[torch.Tensor],
+    degradation_embeds: Optional[torch.Tensor],
+) -> List[ImageBatch]:
+    """Images of one size are one batch; otherwise each image is its own batch, with its own generator (a single
+    generator is shared in order, as it would be across separate calls)."""
+    if len({tuple(img.shape) for img in images}) == 1:
+        groups = [list(range(len(images)))]
+    else:
+        groups = [[index] for index in range(len(images))]
+    batches = []
+    for group in groups:
+        group_degradation = degradation
+        if isinstance(degradation, (list, tuple)):
+            group_degradation = [degradation[i] for i in group]
+        elif isinstance(degradation, torch.Tensor):
+            group_degradation = _rows_for(degradation, group, len(images))
+        group_embeds = None
+        if content_embeds is not None:
+            group_embeds = (
+                _rows_for(content_embeds, group, len(images)),
+                _rows_for(degradation_embeds, group, len(images)),
             )
-
-
-        # 2. Start state x_N = μ + σ·ε, in float32 (the scheduler works in float32 whatever the UNet dtype).
-        mu = images.to(device=device, dtype=torch.float32)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        if latents is None:
-            latents = self.scheduler.prepare_start_sample(mu, generator=generator)
-        else:
-            latents = latents.to(device=device, dtype=torch.float32)
-
-        # 3. Reverse process.
-        self._steps_done = 0
-        for step_index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            if self.interrupt:
-                break
-            noise_pred = self._predict_noise(
-                latents, timestep, mu, degradation_embeds, content_embeds, tile_size, tile_overlap
+        batches.append(
+            ImageBatch(
+                indices=group,
+                images=torch.stack([images[i] for i in group]),
+                generator=[generator[i] for i in group] if isinstance(generator, list) else generator,
+                degradation=group_degradation,
+                embeds=group_embeds,
             )
-            step_output = self.scheduler.step(noise_pred.float(), timestep, latents, mu=mu, generator=generator)
-            latents = step_output.prev_sample
-            if callback_on_step_end is not None:
-                # x̂₀, the step's estimate of the clean image (read only: for previews), where the scheduler gives one.
-                pred_original = getattr(step_output, "pred_original_sample", None)
-                local_tensors = {"latents": latents, "mu": mu, "pred_original_sample": pred_original}
-                callback_kwargs = {name: local_tensors[name] for name in callback_on_step_end_tensor_inputs}
-                callback_outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs) or {}
-                latents = callback_outputs.get("latents", latents)
-                mu = callback_outputs.get("mu", mu)
-            # A NaN never heals: stop at the step where it appears rather than return a black image.
-            if not bool(torch.isfinite(latents).all()):
-                raise FloatingPointError(
-                    f"the sample became NaN or infinite at step {step_index + 1} of {num_inference_steps} "
-                    f"(timestep {float(timestep):g}) with the UNet in {self.unet.dtype}"
-                    + (" or from the step-end callback" if callback_on_step_end is not None else "")
-                    + ": " + _dtype_hint(self.unet.dtype)
-                )
-            self._steps_done = step_index + 1
-
-        return latents, labels, probabilities
+        )
+    return batches
 
 
 def _dtype_hint(dtype: torch.dtype) -> str:
@@ -581,16 +629,6 @@ def _rows_for(embeds: torch.Tensor, group: List[int], batch_size: int) -> torch.
     if embeds.ndim == 2 and embeds.shape[0] == batch_size and batch_size > 1:
         return embeds[group]
     return embeds if embeds.ndim == 2 else embeds[None]
-
-
-def check_components_match(daclip: DACLIPModel, unet: DACLIPUNet2DModel, daclip_name="DA-CLIP", unet_name="UNet"):
-    """Refuse a DA-CLIP/UNet pair whose embedding sizes differ, before any sampling starts."""
-    embed_dim, context_dim = daclip.config.embed_dim, unet.config.context_dim
-    if embed_dim != context_dim:
-        raise ValueError(
-            f"{daclip_name} gives {embed_dim}-dim embeddings but {unet_name} expects {context_dim}-dim context: "
-            "these files are not a pair (universal-ir goes with daclip_ViT-B-32, wild-ir with wild-daclip_ViT-L-14)."
-        )
 
 
 def check_scheduler(scheduler) -> None:

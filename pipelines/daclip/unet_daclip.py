@@ -26,24 +26,10 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ...utils.model_loading import OwnedWeightsMixin, QuietDtypeCastMixin
+from . import unet_kernels as kernels
 
 # The authors fix the head width of every attention layer at 32 channels.
 HEAD_CHANNELS = 32
-
-
-def _records_no_graph() -> bool:
-    """True under `torch.no_grad()` / `torch.inference_mode()`: then large intermediate maps are updated in place.
-
-    On CPU a fresh multi-megabyte tensor costs more (the kernel maps and zeroes new pages) than the arithmetic of
-    an element-wise op on it, so sampling reuses the conv outputs. With autograd on, the out-of-place forms run
-    (in-place updates would overwrite tensors saved for the backward pass); both give the same numbers.
-    """
-    return not torch.is_grad_enabled()
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    """A 4-d map laid out NHWC (one that is both, e.g. 1×1 pixels, counts as NCHW)."""
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 @dataclass
@@ -57,12 +43,12 @@ class DACLIPUNet2DOutput(BaseOutput):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Building blocks
+# Building blocks (the authors' `module_util.py` and `attention.py`; the speed work they call is in `unet_kernels`)
 # ------------------------------------------------------------------------------------------------------------------
 
 
 class SinusoidalTimestepEmbedding(nn.Module):
-    """`[sin(t·f_k), cos(t·f_k)]` with `f_k = exp(−k·ln(10000)/(half − 1))`, `half = dim // 2`.
+    """`[sin(t·f_k), cos(t·f_k)]` with `f_k = exp(−k·ln(10000)/(half − 1))`, `half = dim // 2` (`SinusoidalPosEmb`).
 
     Note the `half − 1` denominator (diffusers' `get_timestep_embedding` uses `half` by default). The embedding is
     always computed in float32, as in the authors' code where a Python float time becomes a float32 tensor; the
@@ -82,7 +68,8 @@ class SinusoidalTimestepEmbedding(nn.Module):
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of a `[B, C, H, W]` map, with a gain `g` and no bias."""
+    """LayerNorm over the channel axis of a `[B, C, H, W]` map, with a gain `g` and no bias (`LayerNorm`):
+    `(x − mean_c(x)) / sqrt(var_c(x) + eps) · g`, biased variance."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -101,17 +88,15 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         eps = self.eps if self.eps is not None else self.eps_for(x.dtype)
-        if _is_channels_last(x):
-            # In channels-last memory each pixel's channels are contiguous: this is exactly nn.LayerNorm over the
-            # last axis of the NHWC view, one fused kernel instead of five passes (same formula, biased variance).
-            return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.g.view(-1), None, eps).permute(0, 3, 1, 2)
+        if kernels.is_channels_last(x):
+            return kernels.layer_norm_channels_last(x, self.g, eps)
         var = torch.var(x, dim=1, unbiased=False, keepdim=True)
         mean = torch.mean(x, dim=1, keepdim=True)
         return (x - mean) * (var + eps).rsqrt() * self.g
 
 
 class ChannelPreNorm(nn.Module):
-    """Channel LayerNorm (`norm`) before the wrapped attention (`fn`)."""
+    """Channel LayerNorm (`norm`) before the wrapped attention (`fn`) (`PreNorm`)."""
 
     def __init__(self, channels: int, fn: nn.Module):
         super().__init__()
@@ -123,16 +108,14 @@ class ChannelPreNorm(nn.Module):
 
 
 class ResidualAttention(nn.Module):
-    """`x + fn(x)`: the residual around a pre-normed attention layer (keys `.fn.norm.*`, `.fn.fn.*`)."""
+    """`x + fn(x)`: the residual around a pre-normed attention layer (`Residual`; keys `.fn.norm.*`, `.fn.fn.*`)."""
 
     def __init__(self, fn: nn.Module):
         super().__init__()
         self.fn = fn
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if _records_no_graph():
-            return self.fn(x, context=context).add_(x)
-        return self.fn(x, context=context) + x
+        return kernels.add(self.fn(x, context=context), x)
 
 
 def conv_same(channels_in: int, channels_out: int, kernel_size: int = 3, bias: bool = False) -> nn.Conv2d:
@@ -141,58 +124,22 @@ def conv_same(channels_in: int, channels_out: int, kernel_size: int = 3, bias: b
 
 
 def downsample_conv(channels_in: int, channels_out: int) -> nn.Conv2d:
-    """Halve the resolution: a 4×4 convolution with stride 2 and padding 1."""
+    """Halve the resolution: a 4×4 convolution with stride 2 and padding 1 (`Downsample`)."""
     return nn.Conv2d(channels_in, channels_out, 4, 2, 1)
 
 
 class NearestUpsampleConv(nn.Sequential):
-    """Double the resolution: nearest-neighbour ×2, then a 3×3 convolution (weights under `.1`, as the authors').
+    """Double the resolution: nearest-neighbour ×2, then a 3×3 convolution (`Upsample`; weights under `.1`).
 
-    Computed without building the upsampled map ("sub-pixel" form): output pixel `(2i + a, 2j + b)` of a 3×3
-    convolution over a nearest-upsampled map only ever sees input rows `i − 1, i` (a = 0) or `i, i + 1` (a = 1), and
-    likewise columns, with the taps that land on the same input pixel summed. So the four output phases are four
-    2×2 convolutions of the low-resolution input: 16 instead of 36 multiply-adds per input pixel and channel pair,
-    and no 4× larger intermediate. The result equals the two-step form up to float round-off: the taps are summed
-    before rather than after multiplying, and against a float64 computation both forms err by the same amount.
+    `forward` computes `self[1](self[0](x))` without building the 4× larger map
+    (`unet_kernels.nearest_upsample_conv`).
     """
 
     def __init__(self, channels_in: int, channels_out: int):
         super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels_in, channels_out, 3, 1, 1))
 
-    @staticmethod
-    def phase_weights(weight: torch.Tensor) -> torch.Tensor:
-        """`[C_out, C_in, 3, 3]` → `[4·C_out, C_in, 2, 2]`, phases in the order (a, b) = 00, 01, 10, 11."""
-
-        def fold(w: torch.Tensor, axis: int):
-            first, middle, last = w.unbind(axis)
-            # phase 0 reads (previous, current), phase 1 reads (current, next); the middle tap joins the current one
-            return torch.stack([first, middle + last], axis), torch.stack([first + middle, last], axis)
-
-        return torch.cat([phase for rows in fold(weight, 2) for phase in fold(rows, 3)], dim=0)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self[1]
-        batch, _, height, width = x.shape
-        channels_out = conv.out_channels
-        bias = None if conv.bias is None else conv.bias.repeat(4)
-        # One conv for all phases: position (i, j) of the padded input covers rows i−1, i and columns j−1, j.
-        phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), self.phase_weights(conv.weight), bias)
-        phases = phases.unflatten(1, (2, 2, channels_out))  # [B, a, b, C, H + 1, W + 1]
-        channels_last = _is_channels_last(x)
-        if channels_last:
-            out = x.new_empty(batch, height, 2, width, 2, channels_out)  # NHWC of [B, C, 2H, 2W]
-            target = lambda a, b: out[:, :, a, :, b, :]  # noqa: E731
-            source = lambda a, b: phases[:, a, b, :, a : a + height, b : b + width].permute(0, 2, 3, 1)  # noqa: E731
-        else:
-            out = x.new_empty(batch, channels_out, height, 2, width, 2)
-            target = lambda a, b: out[:, :, :, a, :, b]  # noqa: E731
-            source = lambda a, b: phases[:, a, b, :, a : a + height, b : b + width]  # noqa: E731
-        for a in (0, 1):
-            for b in (0, 1):
-                target(a, b).copy_(source(a, b))
-        if channels_last:
-            return out.view(batch, 2 * height, 2 * width, channels_out).permute(0, 3, 1, 2)
-        return out.view(batch, channels_out, 2 * height, 2 * width)
+        return kernels.nearest_upsample_conv(x, self[1])
 
 
 def upsample_conv(channels_in: int, channels_out: int) -> NearestUpsampleConv:
@@ -201,24 +148,20 @@ def upsample_conv(channels_in: int, channels_out: int) -> NearestUpsampleConv:
 
 
 class ScaleShiftConvBlock(nn.Module):
-    """3×3 convolution (`proj`, no bias), optional FiLM `x·(1 + scale) + shift`, then SiLU. No normalisation."""
+    """3×3 convolution (`proj`, no bias), optional FiLM `x·(1 + scale) + shift`, then SiLU (`Block`). No
+    normalisation."""
 
     def __init__(self, channels_in: int, channels_out: int):
         super().__init__()
         self.proj = conv_same(channels_in, channels_out)
-        self.act = nn.SiLU()
+        self.act = nn.SiLU()  # kept for the authors' module tree; `kernels.silu` is the same function
 
     def forward(self, x: torch.Tensor, scale_shift: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         x = self.proj(x)
-        if _records_no_graph():
-            if scale_shift is not None:
-                scale, shift = scale_shift
-                x.mul_(scale + 1).add_(shift)
-            return F.silu(x, inplace=True)
         if scale_shift is not None:
             scale, shift = scale_shift
-            x = x * (scale + 1) + shift
-        return self.act(x)
+            x = kernels.mul_add(x, scale + 1, shift)
+        return kernels.silu(x)
 
 
 class TimestepResBlock(nn.Module):
@@ -239,21 +182,19 @@ class TimestepResBlock(nn.Module):
         scale_shift = self.mlp(time_embedding)[:, :, None, None].chunk(2, dim=1)
         h = self.block1(x, scale_shift=scale_shift)
         h = self.block2(h)
-        if _records_no_graph():
-            return h.add_(self.res_conv(x))
-        return h + self.res_conv(x)
+        return kernels.add(h, self.res_conv(x))
 
 
 class LinearAttention2D(nn.Module):
-    """Linear ("efficient") attention over a feature map: 4 heads of 32 channels, whatever the input width.
+    """Linear ("efficient") attention over a feature map: 4 heads of 32 channels, whatever the input width
+    (`LinearAttention`). It has no use for the content embedding and ignores `context`.
 
-    q is softmaxed over its channels and k over positions; `out = (k·vᵀ)ᵀ·q`, then a 1×1 convolution and a channel
-    LayerNorm (`to_out.0`, `to_out.1`). It has no use for the content embedding and ignores `context`.
-
-    Computed on token matrices `[B, N, C]` (views of a channels-last map), in blocks of `chunk_tokens` positions,
-    with the products regrouped so that none of q, k, v or the attention output is ever built for the whole map
-    (see `forward`). The result equals the authors' order of operations up to float round-off (tested at 1e-12 in
-    float64, and against their outputs at 1e-5).
+    With `q, k, v = to_qkv(x)` split into heads over the `N = H·W` positions: q is softmaxed over its channels and
+    scaled by `d**-0.5`, k softmaxed over positions, v divided by N; per head `out = (k·vᵀ)ᵀ·q`; then a 1×1
+    convolution and a channel LayerNorm (`to_out.0`, `to_out.1`). `forward` computes this regrouped, block by block,
+    so that none of q, k, v or `out` is built for the whole map (`unet_kernels.regrouped_linear_attention`); it
+    equals the authors' order of operations up to float round-off (tested at 1e-12 in float64, and against their
+    outputs at 1e-5).
     """
 
     # Positions per block: a block of q or k (4096 × 128 floats, 2 MiB) stays in cache between its uses.
@@ -268,54 +209,16 @@ class LinearAttention2D(nn.Module):
         self.to_out = nn.Sequential(nn.Conv2d(hidden, channels, 1), ChannelLayerNorm(channels))
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        positions = height * width
-        tokens = x.permute(0, 2, 3, 1).reshape(batch, positions, channels)  # a view for channels-last input
-        weight_q, weight_k, weight_v = (w.flatten(1) for w in self.to_qkv.weight.chunk(3, dim=0))  # [hidden, C]
         out_conv, out_norm = self.to_out
-        blocks = range(0, positions, self.chunk_tokens)
-        block = lambda start: tokens[:, start : start + self.chunk_tokens]  # noqa: E731
-
-        # 1. kᵀ·tokens with k = softmax over positions of tokens·W_kᵀ, one block at a time: the running maximum,
-        #    normaliser and weighted sum of each k channel are rescaled whenever a block raises the maximum (the
-        #    online softmax), kept in at least float32 whatever the model dtype.
-        accumulate = torch.promote_types(x.dtype, torch.float32)
-        maximum = x.new_full((batch, 1, weight_k.shape[0]), -math.inf, dtype=accumulate)
-        normaliser = torch.zeros_like(maximum)
-        weighted = x.new_zeros((batch, weight_k.shape[0], channels), dtype=accumulate)
-        for start in blocks:
-            logits = F.linear(block(start), weight_k).to(accumulate)
-            new_maximum = torch.maximum(maximum, logits.amax(dim=1, keepdim=True))
-            rescale = torch.exp(maximum - new_maximum)
-            weights = torch.exp(logits - new_maximum)
-            normaliser = normaliser * rescale + weights.sum(dim=1, keepdim=True)
-            weighted = weighted * rescale.transpose(1, 2) + weights.transpose(1, 2) @ block(start).to(accumulate)
-            maximum = new_maximum
-        k_tokens = weighted / normaliser.transpose(1, 2)  # kᵀ·tokens, [B, hidden, C]
-
-        # 2. The per-head summary kᵀ·v for all heads at once, as one [hidden, hidden] matrix with its cross-head
-        #    blocks zeroed. v = tokens·W_vᵀ enters only here, so kᵀ·v = (kᵀ·tokens)·W_vᵀ: v is never built. The
-        #    authors scale q by d**-0.5 and v by 1/N; scaling this small matrix instead is the same arithmetic.
-        #    And out = q·summary feeds the 1×1 conv `to_out.0`: out·W_oᵀ + b = q·(summary·W_oᵀ) + b.
-        head_channels = weight_k.shape[0] // self.heads
-        same_head = torch.block_diag(*[k_tokens.new_ones(head_channels, head_channels)] * self.heads)
-        summary = (k_tokens @ weight_v.to(accumulate).t()) * (same_head * (self.scale / positions))
-        q_to_out = (summary @ out_conv.weight.flatten(1).to(accumulate).t()).to(x.dtype)  # [B, hidden, C]
-
-        # 3. Per block: q (softmax over each head's channels), then straight to the output of `to_out.0`.
-        outputs = []
-        for start in blocks:
-            q = F.linear(block(start), weight_q).unflatten(-1, (self.heads, -1)).softmax(dim=-1).flatten(-2)
-            outputs.append(torch.baddbmm(out_conv.bias, q, q_to_out))
-        out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
-        out = out.view(batch, height, width, channels).permute(0, 3, 1, 2)
-        if not _is_channels_last(x):
-            out = out.contiguous()  # keep the caller's memory format
+        out = kernels.regrouped_linear_attention(
+            x, self.to_qkv.weight, out_conv, self.heads, self.scale, self.chunk_tokens
+        )
         return out_norm(out)
 
 
 class Attention(nn.Module):
-    """Multi-head attention over tokens `[B, N, C]`; self-attention, or cross-attention on `context [B, M, D]`."""
+    """Multi-head attention over tokens `[B, N, C]`; self-attention, or cross-attention on `context [B, M, D]`
+    (`CrossAttention`): `to_out(softmax(q·kᵀ/√d)·v)` with `q = to_q(x)`, `k = to_k(context)`, `v = to_v(context)`."""
 
     def __init__(self, query_dim: int, heads: int, head_dim: int, context_dim: Optional[int] = None):
         super().__init__()
@@ -330,11 +233,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         context = x if context is None else context
-        if context.shape[1] == 1 and not torch.is_grad_enabled():
-            # One key: the softmax weight is exactly 1 at every query, so the output is to_out(v) everywhere
-            # (bit-for-bit what the full computation gives). Skipped only without autograd, so training still
-            # gives to_q/to_k their (zero) gradients as the authors' code does.
-            return self.to_out(self.to_v(context)).expand(-1, x.shape[1], -1)
+        if context.shape[1] == 1 and kernels.no_autograd():
+            return kernels.single_key_attention(self.to_v, self.to_out, context, x.shape[1])
         batch = x.shape[0]
         q, k, v = (
             projection.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
@@ -354,13 +254,11 @@ class GEGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, gate = self.proj(x).chunk(2, dim=-1)
-        if _records_no_graph():
-            return F.gelu(gate).mul_(x)
-        return x * F.gelu(gate)
+        return kernels.mul(F.gelu(gate), x)
 
 
 class GatedFeedForward(nn.Module):
-    """GEGLU to 4× width, then back (`net.0`, `net.2`; index 1 is the authors' Dropout(0.0))."""
+    """GEGLU to 4× width, then back (`FeedForward`: `net.0`, `net.2`; index 1 is the authors' Dropout(0.0))."""
 
     def __init__(self, dim: int, mult: int = 4):
         super().__init__()
@@ -371,7 +269,8 @@ class GatedFeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm self-attention, cross-attention on the content embedding, and a GEGLU feed-forward."""
+    """Pre-LayerNorm self-attention, cross-attention on the content embedding, and a GEGLU feed-forward
+    (`BasicTransformerBlock`)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int):
         super().__init__()
@@ -389,7 +288,8 @@ class TransformerBlock(nn.Module):
 
 
 class SpatialTransformer2D(nn.Module):
-    """GroupNorm(32, eps 1e-6) → 1×1 `proj_in` → one TransformerBlock over the H·W tokens → 1×1 `proj_out` + input.
+    """GroupNorm(32, eps 1e-6) → 1×1 `proj_in` → one TransformerBlock over the H·W tokens → 1×1 `proj_out` + input
+    (`SpatialTransformer`).
 
     Heads are `channels // 32`, each 32 wide. `proj_out` starts at zero (the authors' init), so a fresh block is the
     identity.
@@ -407,23 +307,12 @@ class SpatialTransformer2D(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        batch, _, height, width = x.shape
-        h = self.proj_in(self.norm(x))
-        channels_last = _is_channels_last(h)
-        if channels_last:
-            # The tokens [B, H·W, C] are the NHWC memory itself: both conversions are views.
-            h = h.permute(0, 2, 3, 1).reshape(batch, height * width, -1)
-        else:
-            h = h.flatten(2).transpose(1, 2)
+        _, _, height, width = x.shape
+        h, channels_last = kernels.tokens_of(self.proj_in(self.norm(x)))  # b c h w -> b (h w) c
         for block in self.transformer_blocks:
             h = block(h, context=context)
-        if channels_last:
-            h = h.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
-        else:
-            h = h.transpose(1, 2).reshape(batch, -1, height, width)
-        if _records_no_graph():
-            return self.proj_out(h).add_(x)
-        return self.proj_out(h) + x
+        h = kernels.map_of(h, height, width, channels_last)  # b (h w) c -> b c h w
+        return kernels.add(self.proj_out(h), x)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -468,6 +357,7 @@ class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, Conf
     faster in NHWC than in NCHW (`benchmarks/RESULTS.md`), and the default format elsewhere; `True`/`False` force
     it. Inputs and outputs keep the usual NCHW layout either way, and the two formats agree to float round-off
     (tested at 1e-5). Under `torch.no_grad()` / `torch.inference_mode()` large intermediates are updated in place.
+    All of this speed work lives in `unet_kernels.py`; the modules here read as the authors' code.
     """
 
     _supports_gradient_checkpointing = True
@@ -637,12 +527,6 @@ class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, Conf
             if isinstance(module, ChannelLayerNorm):
                 module.eps = eps
 
-    def _uses_channels_last(self, device: torch.device) -> bool:
-        if self.channels_last is None:
-            # Measured faster on CPU only; on CUDA fp32 NCHW is cuDNN's usual best, and nothing was measured there.
-            return device.type == "cpu"
-        return bool(self.channels_last)
-
     def _checkpointed(self, module: nn.Module, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():
             return self._gradient_checkpointing_func(module, *args)
@@ -691,9 +575,7 @@ class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, Conf
         x = torch.cat([sample - condition, condition], dim=1)
         multiple = self.size_multiple
         x = F.pad(x, (0, (-width) % multiple, 0, (-height) % multiple), mode="reflect")
-        if self._uses_channels_last(x.device):
-            # Every later map inherits this format from its input (convs, norms, attention views, cat, add).
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = kernels.to_model_format(x, self.channels_last)  # later maps inherit it; values unchanged
         x = self.init_conv(x)
         long_skip = x
         if self.config.downscale_stage:
@@ -759,3 +641,18 @@ class DACLIPUNet2DModel(OwnedWeightsMixin, QuietDtypeCastMixin, ModelMixin, Conf
         from .convert_original import load_original_checkpoint
 
         return load_original_checkpoint(cls, checkpoint_path, dtype=dtype)
+
+
+def check_components_match(daclip, unet: DACLIPUNet2DModel, daclip_name: str = "DA-CLIP", unet_name: str = "UNet") -> None:
+    """Refuse a DA-CLIP/UNet pair whose embedding sizes differ, before any sampling starts.
+
+    Raises:
+        `ValueError`: `daclip.config.embed_dim` (a `DACLIPModel`'s) is not `unet.config.context_dim`; the message
+        names both by `daclip_name` / `unet_name` (e.g. their file names).
+    """
+    embed_dim, context_dim = daclip.config.embed_dim, unet.config.context_dim
+    if embed_dim != context_dim:
+        raise ValueError(
+            f"{daclip_name} gives {embed_dim}-dim embeddings but {unet_name} expects {context_dim}-dim context: "
+            "these files are not a pair (universal-ir goes with daclip_ViT-B-32, wild-ir with wild-daclip_ViT-L-14)."
+        )
