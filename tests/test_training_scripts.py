@@ -80,18 +80,37 @@ def checkpoint_names(output_dir):
 # ---------------------------------------------------------------------------------------------------
 # train_unet.py through accelerate launch
 # ---------------------------------------------------------------------------------------------------
-def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args):
-    from daclip import DACLIPPipeline, IRSDEPosteriorScheduler
+# EMA and validation, the settings of the train_unet.py runs below that a resume must keep.
+UNET_RUN_OPTIONS = ["--num_validation_images", "2", "--validation_steps", "4", "--validation_inference_steps", "2", "--use_ema"]
 
-    unet_config = tmp_path / "unet.json"
+
+def unet_data_args(folder, tiny_daclip_args):
+    """The other settings of the train_unet.py runs below: data, a new tiny UNet, checkpoints, learning rate."""
+    unet_config = folder / "unet.json"
     unet_config.write_text(json.dumps(TINY_UNET_CONFIG))
-    output_dir = tmp_path / "unet-run"
-    common = [
+    return [
         *tiny_daclip_args, "--unet_config", unet_config, "--clean_images", "skimage", "--degradations", "noisy", "hazy",
         "--resolution", 32, "--train_batch_size", 1, "--checkpointing_steps", 2, "--checkpoints_total_limit", 1,
-        "--num_validation_images", 2, "--validation_steps", 4, "--validation_inference_steps", 2, "--use_ema",
         "--lr_scheduler", "constant",
     ]
+
+
+@pytest.fixture(scope="module")
+def straight_unet_run(tmp_path_factory, tiny_daclip_args):
+    """6 steps in one go with `unet_data_args` and UNET_RUN_OPTIONS (one launch, shared: the reference of the resume test and the run
+    that the resume-with-other-settings test tries to resume). Returns (output_dir, its `unet_data_args`)."""
+    folder = tmp_path_factory.mktemp("unet-straight")
+    data = unet_data_args(folder, tiny_daclip_args)
+    output_dir = folder / "run"
+    launch("train_unet.py", data + UNET_RUN_OPTIONS + ["--max_train_steps", 6, "--output_dir", output_dir], folder)
+    return output_dir, data
+
+
+def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args, straight_unet_run):
+    from daclip import DACLIPPipeline, IRSDEPosteriorScheduler
+
+    output_dir = tmp_path / "unet-run"
+    common = unet_data_args(tmp_path, tiny_daclip_args) + UNET_RUN_OPTIONS
 
     # Batch size 1 (the authors' `t.squeeze()` breaks it), EMA, validation at the last step.
     launch("train_unet.py", common + ["--max_train_steps", 4, "--output_dir", output_dir], tmp_path)
@@ -116,8 +135,7 @@ def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args):
     assert json.loads((output_dir / "checkpoint-6" / "training_state.json").read_text()) == {"global_step": 6}
 
     # Resuming continues the run exactly: the same batches, noise, optimizer and EMA states as 6 steps in one go.
-    straight_dir = tmp_path / "unet-straight"
-    launch("train_unet.py", common + ["--max_train_steps", 6, "--output_dir", straight_dir], tmp_path)
+    straight_dir = straight_unet_run[0]
     resumed_unet = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
     straight_unet = load_file(straight_dir / "unet" / "diffusion_pytorch_model.safetensors")
     for key, value in straight_unet.items():
@@ -637,32 +655,24 @@ def test_a_resume_drops_the_steps_the_interrupted_run_logged_after_its_checkpoin
     assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3, 4]
 
 
-def test_train_unet_resume_with_other_settings_is_refused_and_listed(tmp_path, tiny_daclip_args, scripts_on_path, capsys):
-    """A 2-step run with EMA and validation; resuming it without them (or with another objective or seed) would
+def test_train_unet_resume_with_other_settings_is_refused_and_listed(straight_unet_run, scripts_on_path, capsys):
+    """A 6-step run with EMA and validation; resuming it without them (or with another objective or seed) would
     corrupt it: refused, listing every difference. A harmless difference is allowed."""
-    unet_config = tmp_path / "unet.json"
-    unet_config.write_text(json.dumps(TINY_UNET_CONFIG))
-    output_dir = tmp_path / "run"
-    data = [*tiny_daclip_args, "--unet_config", unet_config, "--clean_images", "skimage", "--skimage_photos", "camera",
-            "coins", "moon", "--degradations", "noisy", "hazy", "--resolution", 32, "--train_batch_size", 2,
-            "--checkpointing_steps", 2, "--output_dir", output_dir]
-    run = ["--use_ema", "--objective", "x0", "--validation_steps", 2, "--num_validation_images", 2,
-           "--validation_inference_steps", 1]
-    launch("train_unet.py", data + run + ["--max_train_steps", 2], tmp_path)
+    output_dir, data = straight_unet_run
     recorded = json.loads((output_dir / "logs" / "config.json").read_text())
-    assert recorded["use_ema"] is True and recorded["objective"] == "x0" and recorded["num_validation_images"] == 2
+    assert recorded["use_ema"] is True and recorded["objective"] == "matching" and recorded["num_validation_images"] == 2
 
     import train_unet
 
-    resume = [str(value) for value in data + ["--max_train_steps", 4, "--resume_from_checkpoint", "latest"]]
-    message = _exit_message(capsys, lambda: train_unet.main(resume + ["--learning_rate", "1e-3"]))
-    for difference in ("--use_ema: the run used True, now False", "--objective: the run used 'x0', now 'matching'",
+    resume = [str(value) for value in data + ["--max_train_steps", 8, "--resume_from_checkpoint", "latest", "--output_dir", output_dir]]
+    message = _exit_message(capsys, lambda: train_unet.main(resume + ["--objective", "x0", "--learning_rate", "1e-3"]))
+    for difference in ("--use_ema: the run used True, now False", "--objective: the run used 'matching', now 'x0'",
                        "--num_validation_images: the run used 2, now 0", "--learning_rate"):
         assert difference in message, message
     assert "would corrupt the run" in message and "validation images would become training data" in message
-    message = _exit_message(capsys, lambda: train_unet.main(resume + list(map(str, run)) + ["--seed", "1"]))
+    message = _exit_message(capsys, lambda: train_unet.main(resume + UNET_RUN_OPTIONS + ["--seed", "1"]))
     assert "--seed: the run used 0, now 1" in message and "--learning_rate" not in message
-    assert [m["step"] for m in read_metrics(output_dir) if "train_loss" in m] == [1, 2]  # nothing trained
+    assert [m["step"] for m in read_metrics(output_dir) if "train_loss" in m] == [1, 2, 3, 4, 5, 6]  # nothing trained
 
 
 def test_the_recipe_travels_with_the_model(tmp_path, scripts_on_path, caplog, accelerate_state):
