@@ -1,12 +1,14 @@
 """The training scripts (scripts/train_unet.py, scripts/train_daclip.py), tested as diffusers tests its examples:
 `accelerate launch` for a few steps on tiny models, then the written folders are loaded and used. Plus the pieces
 in-process: the objectives reduce their loss on a repeated batch, and PSNR/SSIM match scikit-image."""
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -53,6 +55,12 @@ def tiny_daclip(weights_dir, parity_dir):
 
 def launch(script, args, cwd):
     """`accelerate launch --cpu` one process, no mixed precision; returns the combined output (asserts success)."""
+    return start_launch(script, args, cwd)()
+
+
+def start_launch(script, args, cwd):
+    """`launch` in the background: returns a function that waits for the run, asserts its success and returns its
+    output. A launch trains on one thread, so two at a time use both cores of a 2-core CI machine."""
     if shutil.which("accelerate"):
         launcher = [shutil.which("accelerate"), "launch"]
     else:
@@ -62,10 +70,22 @@ def launch(script, args, cwd):
         "--num_cpu_threads_per_process", "1", str(SCRIPTS / script), *map(str, args),
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    return output
+    log = tempfile.TemporaryFile("w+", encoding="utf-8")  # a file, not a pipe: nobody reads it while it runs
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+    def finish():
+        try:
+            process.wait(timeout=600)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        log.seek(0)
+        output = log.read()
+        assert process.returncode == 0, output[-6000:]
+        return output
+
+    return finish
 
 
 def read_metrics(output_dir):
@@ -97,13 +117,24 @@ def unet_data_args(folder, tiny_daclip_args):
 
 @pytest.fixture(scope="module")
 def straight_unet_run(tmp_path_factory, tiny_daclip_args):
-    """6 steps in one go with `unet_data_args` and UNET_RUN_OPTIONS (one launch, shared: the reference of the resume test and the run
-    that the resume-with-other-settings test tries to resume). Returns (output_dir, its `unet_data_args`)."""
+    """6 steps in one go with `unet_data_args` and UNET_RUN_OPTIONS: one launch, shared by the resume test (its
+    reference) and the test that tries to resume it with other settings. It starts in the background, beside the
+    resume test's own runs; calling the fixture's value waits for it and returns (output_dir, its `unet_data_args`)."""
     folder = tmp_path_factory.mktemp("unet-straight")
     data = unet_data_args(folder, tiny_daclip_args)
     output_dir = folder / "run"
-    launch("train_unet.py", data + UNET_RUN_OPTIONS + ["--max_train_steps", 6, "--output_dir", output_dir], folder)
-    return output_dir, data
+    finish = start_launch("train_unet.py", data + UNET_RUN_OPTIONS + ["--max_train_steps", 6, "--output_dir", output_dir], folder)
+    outputs = []
+
+    def wait():
+        if not outputs:
+            outputs.append(finish())
+        return output_dir, data
+
+    yield wait
+    if not outputs:  # nobody waited (the tests that use it failed first): do not leave the run behind
+        with contextlib.suppress(AssertionError):
+            finish()
 
 
 def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args, straight_unet_run):
@@ -135,7 +166,7 @@ def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args, 
     assert json.loads((output_dir / "checkpoint-6" / "training_state.json").read_text()) == {"global_step": 6}
 
     # Resuming continues the run exactly: the same batches, noise, optimizer and EMA states as 6 steps in one go.
-    straight_dir = straight_unet_run[0]
+    straight_dir = straight_unet_run()[0]
     resumed_unet = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
     straight_unet = load_file(straight_dir / "unet" / "diffusion_pytorch_model.safetensors")
     for key, value in straight_unet.items():
@@ -658,7 +689,7 @@ def test_a_resume_drops_the_steps_the_interrupted_run_logged_after_its_checkpoin
 def test_train_unet_resume_with_other_settings_is_refused_and_listed(straight_unet_run, scripts_on_path, capsys):
     """A 6-step run with EMA and validation; resuming it without them (or with another objective or seed) would
     corrupt it: refused, listing every difference. A harmless difference is allowed."""
-    output_dir, data = straight_unet_run
+    output_dir, data = straight_unet_run()
     recorded = json.loads((output_dir / "logs" / "config.json").read_text())
     assert recorded["use_ema"] is True and recorded["objective"] == "matching" and recorded["num_validation_images"] == 2
 
