@@ -280,20 +280,65 @@ def test_train_unet_fine_tunes_a_pipeline_with_accumulation(tmp_path, weights_di
 # ---------------------------------------------------------------------------------------------------
 # train_daclip.py through accelerate launch
 # ---------------------------------------------------------------------------------------------------
-def test_train_daclip_trains_the_controller_only(tmp_path, tiny_daclip_args, tiny_daclip):
-    from daclip import DACLIPModel
+@pytest.fixture(scope="module")
+def daclip_runs(tmp_path_factory, tiny_daclip_args, tiny_daclip, parity_dir, scripts_on_path):
+    """The two train_daclip.py runs below, started at once in the background (one thread each: together they use
+    both cores of a 2-core CI machine). {name: a function that waits for the run and returns its output_dir}."""
+    import PIL.Image
 
-    output_dir = tmp_path / "daclip-run"
-    launch(
+    from daclip.data import degrade, write_caption_csv
+
+    controller = tmp_path_factory.mktemp("daclip-controller")
+    runs = {"controller": (controller / "daclip-run", start_launch(
         "train_daclip.py",
         [
             *tiny_daclip_args, "--clean_images", "skimage", "--degradations", "noisy", "hazy", "low-light",
             "--resolution", 48, "--train_batch_size", 3, "--max_train_steps", 3, "--learning_rate", 1e-3,
             "--lr_warmup_steps", 0, "--checkpointing_steps", 2, "--validation_steps", 3, "--num_validation_images", 3,
-            "--output_dir", output_dir,
+            "--output_dir", controller / "daclip-run",
         ],
-        tmp_path,
-    )
+        controller,
+    ))}
+
+    captions = tmp_path_factory.mktemp("daclip-captions")
+    clip_weights = captions / "clip.pt"
+    torch.save(tiny_daclip.clip.state_dict(), clip_weights)
+    rows = []
+    for index, crop in enumerate(_photo_crops(48, 4)):
+        for label in ("noisy", "hazy"):
+            path = captions / f"{index}_{label}.png"
+            lq = degrade(crop, label, np.random.default_rng(index))
+            PIL.Image.fromarray((lq * 255).round().astype(np.uint8)).save(path)
+            rows.append((path.name, f"a photo number {index}", label))
+    csv_path = write_caption_csv(captions / "train.csv", rows)
+    runs["captions"] = (captions / "new-daclip", start_launch(
+        "train_daclip.py",
+        [
+            "--clip_config", parity_dir / "daclip_tiny.json", "--clip_pretrained", clip_weights, "--train_csv", csv_path,
+            "--train_batch_size", 2, "--gradient_accumulation_steps", 2, "--max_train_steps", 2, "--learning_rate", 1e-3,
+            "--lr_warmup_steps", 0, "--use_ema", "--ema_decay", 0.5, "--checkpointing_steps", 100,
+            "--num_validation_images", 2, "--validation_steps", 2, "--output_dir", captions / "new-daclip",
+        ],
+        captions,
+    ))
+    waited = set()
+
+    def wait(name):
+        output_dir, finish = runs[name]
+        waited.add(name)
+        finish()
+        return output_dir
+
+    yield wait
+    for name in runs.keys() - waited:  # a test that failed before waiting: do not leave its run behind
+        with contextlib.suppress(AssertionError):
+            runs[name][1]()
+
+
+def test_train_daclip_trains_the_controller_only(tmp_path, daclip_runs, tiny_daclip_args, tiny_daclip):
+    from daclip import DACLIPModel
+
+    output_dir = daclip_runs("controller")
     assert checkpoint_names(output_dir) == ["checkpoint-2"]
     assert (output_dir / "checkpoint-2" / "daclip" / "config.json").is_file()
     metrics = read_metrics(output_dir)
@@ -336,35 +381,11 @@ def test_train_daclip_trains_the_controller_only(tmp_path, tiny_daclip_args, tin
         sys.path.remove(str(SCRIPTS))
 
 
-def test_train_daclip_new_model_on_captions(tmp_path, tiny_daclip, parity_dir, scripts_on_path):
+def test_train_daclip_new_model_on_captions(daclip_runs, tiny_daclip):
     """--clip_config + --clip_pretrained (a new DA-CLIP), the authors' caption CSV, EMA, accumulation."""
-    import PIL.Image
-
     from daclip import DACLIPModel
-    from daclip.data import degrade, write_caption_csv
 
-    clip_weights = tmp_path / "clip.pt"
-    torch.save(tiny_daclip.clip.state_dict(), clip_weights)
-    rows = []
-    for index, crop in enumerate(_photo_crops(48, 4)):
-        for label in ("noisy", "hazy"):
-            path = tmp_path / f"{index}_{label}.png"
-            lq = degrade(crop, label, np.random.default_rng(index))
-            PIL.Image.fromarray((lq * 255).round().astype(np.uint8)).save(path)
-            rows.append((path.name, f"a photo number {index}", label))
-    csv_path = write_caption_csv(tmp_path / "train.csv", rows)
-
-    output_dir = tmp_path / "new-daclip"
-    launch(
-        "train_daclip.py",
-        [
-            "--clip_config", parity_dir / "daclip_tiny.json", "--clip_pretrained", clip_weights, "--train_csv", csv_path,
-            "--train_batch_size", 2, "--gradient_accumulation_steps", 2, "--max_train_steps", 2, "--learning_rate", 1e-3,
-            "--lr_warmup_steps", 0, "--use_ema", "--ema_decay", 0.5, "--checkpointing_steps", 100,
-            "--num_validation_images", 2, "--validation_steps", 2, "--output_dir", output_dir,
-        ],
-        tmp_path,
-    )
+    output_dir = daclip_runs("captions")
     metrics = read_metrics(output_dir)
     losses = [m for m in metrics if "train_loss" in m]
     assert [m["step"] for m in losses] == [1, 2]
