@@ -8,6 +8,7 @@ temporary folder), so a later example may use what an earlier one wrote, as a re
 `pip install` lines are skipped: installing is the CI's job (`.ci/run`), and the test environment has the package
 and its `test` extra.
 """
+import concurrent.futures
 import json
 import os
 import re
@@ -57,11 +58,11 @@ PROMISED = {
 }
 
 
-@pytest.mark.parametrize("markdown", sorted(PROMISED))
-def test_marked_examples_run_as_written(markdown, tmp_path):
+def run_page(markdown: str, folder: Path) -> Path:
+    """Run the marked examples of `markdown`, in order, in `folder` made a fresh clone; returns the clone."""
     examples = doc_examples(REPO_ROOT / markdown)
     assert examples, f"no <!-- doc-test --> blocks in {markdown}"
-    clone = fresh_clone(tmp_path)
+    clone = fresh_clone(folder)
     # The console scripts of this environment (`daclip`, `accelerate`) first on PATH; one thread per process.
     env = {
         **os.environ,
@@ -76,6 +77,20 @@ def test_marked_examples_run_as_written(markdown, tmp_path):
             ["bash", "-euo", "pipefail", "-c", script], cwd=clone, env=env, capture_output=True, text=True, timeout=600
         )
         assert result.returncode == 0, f"{markdown} example failed:\n{script}\n{(result.stdout + result.stderr)[-6000:]}"
+    return clone
+
+
+@pytest.fixture(scope="module")
+def page_runs(tmp_path_factory):
+    """{page: a future of `run_page`}, all pages started at once, each in a thread of its own: an example runs one
+    single-threaded process at a time, so two pages side by side use both cores of a 2-core CI machine."""
+    with concurrent.futures.ThreadPoolExecutor(len(PROMISED)) as pool:
+        yield {markdown: pool.submit(run_page, markdown, tmp_path_factory.mktemp("clone")) for markdown in sorted(PROMISED)}
+
+
+@pytest.mark.parametrize("markdown", sorted(PROMISED))
+def test_marked_examples_run_as_written(markdown, page_runs):
+    clone = page_runs[markdown].result()
     missing = [path for path in PROMISED[markdown] if not (clone / path).exists()]
     assert not missing, missing
     if markdown == "README.md":

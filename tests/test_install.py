@@ -10,7 +10,8 @@ installs the pack the two documented ways, one after the other:
 
 It then asserts `pip check` is clean, the host's transformers is the one it had (and its huggingface_hub too,
 under transformers<5), and the nodes import the way ComfyUI imports a custom node folder. pip's cache lives in
-the tmp folder too.
+the tmp folder too. pip does not byte-compile what it installs here (`--no-compile`): compiling changes neither what
+is installed nor whether it imports, and for transformers' thousands of files it was a large share of the test's time.
 """
 import importlib.metadata
 import json
@@ -85,6 +86,8 @@ def _venv(path: Path, shared_torch: Path) -> Path:
 HOST_VERSIONS = "import transformers, huggingface_hub; print(transformers.__version__, huggingface_hub.__version__)"
 
 
+# One process (an import of torch and transformers costs seconds): the nodes as ComfyUI imports them, then the host's
+# versions as HOST_VERSIONS prints them, then the node names as JSON.
 IMPORT_AS_COMFYUI = textwrap.dedent("""
     import importlib.util, json, sys
     folder = sys.argv[1]
@@ -96,16 +99,17 @@ IMPORT_AS_COMFYUI = textwrap.dedent("""
     spec.loader.exec_module(module)
     import transformers
     from transformers import CLIPTokenizer  # what ComfyUI's own comfy/sd1_clip.py imports
+""") + HOST_VERSIONS + textwrap.dedent("""
     print(json.dumps(sorted(module.NODE_CLASS_MAPPINGS)))
 """)
 
 
 def _assert_host_intact(python, env, before, clone, tmp_path):
     _run([str(python), "-m", "pip", "check"], env=env)
-    after = _run([str(python), "-c", HOST_VERSIONS], env=env)
+    after, nodes = _run([str(python), "-c", IMPORT_AS_COMFYUI, str(clone)], cwd=tmp_path, env=env).splitlines()[-2:]
     # Under transformers<5 neither transformers nor its huggingface_hub (0.x) may move.
-    assert after == before, f"the install changed the host's transformers/huggingface_hub: {before} -> {after}"
-    nodes = json.loads(_run([str(python), "-c", IMPORT_AS_COMFYUI, str(clone)], cwd=tmp_path, env=env))
+    assert after == before.strip(), f"the install changed the host's transformers/huggingface_hub: {before} -> {after}"
+    nodes = json.loads(nodes)
     assert "DACLIPRestore" in nodes and len(nodes) >= 6
 
 
@@ -120,7 +124,7 @@ def test_installing_the_pack_keeps_the_host_working(tmp_path, shared_torch, pip_
         source = REPO_ROOT / item
         (shutil.copytree if source.is_dir() else shutil.copy)(source, clone / item)
     python = _venv(tmp_path / "venv", shared_torch)
-    pip = [str(python), "-m", "pip", "install", "-q"]
+    pip = [str(python), "-m", "pip", "install", "-q", "--no-compile"]  # no .pyc: see the module's docstring
     _run([*pip, "transformers<5"], env=env)  # the host environment, before the pack
     before = _run([str(python), "-c", HOST_VERSIONS], env=env)
 

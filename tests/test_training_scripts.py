@@ -1,12 +1,14 @@
 """The training scripts (scripts/train_unet.py, scripts/train_daclip.py), tested as diffusers tests its examples:
 `accelerate launch` for a few steps on tiny models, then the written folders are loaded and used. Plus the pieces
 in-process: the objectives reduce their loss on a repeated batch, and PSNR/SSIM match scikit-image."""
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -53,6 +55,12 @@ def tiny_daclip(weights_dir, parity_dir):
 
 def launch(script, args, cwd):
     """`accelerate launch --cpu` one process, no mixed precision; returns the combined output (asserts success)."""
+    return start_launch(script, args, cwd)()
+
+
+def start_launch(script, args, cwd):
+    """`launch` in the background: returns a function that waits for the run, asserts its success and returns its
+    output. A launch trains on one thread, so two at a time use both cores of a 2-core CI machine."""
     if shutil.which("accelerate"):
         launcher = [shutil.which("accelerate"), "launch"]
     else:
@@ -62,10 +70,22 @@ def launch(script, args, cwd):
         "--num_cpu_threads_per_process", "1", str(SCRIPTS / script), *map(str, args),
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    return output
+    log = tempfile.TemporaryFile("w+", encoding="utf-8")  # a file, not a pipe: nobody reads it while it runs
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+    def finish():
+        try:
+            process.wait(timeout=600)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        log.seek(0)
+        output = log.read()
+        assert process.returncode == 0, output[-6000:]
+        return output
+
+    return finish
 
 
 def read_metrics(output_dir):
@@ -80,18 +100,48 @@ def checkpoint_names(output_dir):
 # ---------------------------------------------------------------------------------------------------
 # train_unet.py through accelerate launch
 # ---------------------------------------------------------------------------------------------------
-def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args):
-    from daclip import DACLIPPipeline, IRSDEPosteriorScheduler
+# EMA and validation, the settings of the train_unet.py runs below that a resume must keep.
+UNET_RUN_OPTIONS = ["--num_validation_images", "2", "--validation_steps", "4", "--validation_inference_steps", "2", "--use_ema"]
 
-    unet_config = tmp_path / "unet.json"
+
+def unet_data_args(folder, tiny_daclip_args):
+    """The other settings of the train_unet.py runs below: data, a new tiny UNet, checkpoints, learning rate."""
+    unet_config = folder / "unet.json"
     unet_config.write_text(json.dumps(TINY_UNET_CONFIG))
-    output_dir = tmp_path / "unet-run"
-    common = [
+    return [
         *tiny_daclip_args, "--unet_config", unet_config, "--clean_images", "skimage", "--degradations", "noisy", "hazy",
         "--resolution", 32, "--train_batch_size", 1, "--checkpointing_steps", 2, "--checkpoints_total_limit", 1,
-        "--num_validation_images", 2, "--validation_steps", 4, "--validation_inference_steps", 2, "--use_ema",
         "--lr_scheduler", "constant",
     ]
+
+
+@pytest.fixture(scope="module")
+def straight_unet_run(tmp_path_factory, tiny_daclip_args):
+    """6 steps in one go with `unet_data_args` and UNET_RUN_OPTIONS: one launch, shared by the resume test (its
+    reference) and the test that tries to resume it with other settings. It starts in the background, beside the
+    resume test's own runs; calling the fixture's value waits for it and returns (output_dir, its `unet_data_args`)."""
+    folder = tmp_path_factory.mktemp("unet-straight")
+    data = unet_data_args(folder, tiny_daclip_args)
+    output_dir = folder / "run"
+    finish = start_launch("train_unet.py", data + UNET_RUN_OPTIONS + ["--max_train_steps", 6, "--output_dir", output_dir], folder)
+    outputs = []
+
+    def wait():
+        if not outputs:
+            outputs.append(finish())
+        return output_dir, data
+
+    yield wait
+    if not outputs:  # nobody waited (the tests that use it failed first): do not leave the run behind
+        with contextlib.suppress(AssertionError):
+            finish()
+
+
+def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args, straight_unet_run):
+    from daclip import DACLIPPipeline, IRSDEPosteriorScheduler
+
+    output_dir = tmp_path / "unet-run"
+    common = unet_data_args(tmp_path, tiny_daclip_args) + UNET_RUN_OPTIONS
 
     # Batch size 1 (the authors' `t.squeeze()` breaks it), EMA, validation at the last step.
     launch("train_unet.py", common + ["--max_train_steps", 4, "--output_dir", output_dir], tmp_path)
@@ -116,8 +166,7 @@ def test_train_unet_checkpoints_resume_and_pipeline(tmp_path, tiny_daclip_args):
     assert json.loads((output_dir / "checkpoint-6" / "training_state.json").read_text()) == {"global_step": 6}
 
     # Resuming continues the run exactly: the same batches, noise, optimizer and EMA states as 6 steps in one go.
-    straight_dir = tmp_path / "unet-straight"
-    launch("train_unet.py", common + ["--max_train_steps", 6, "--output_dir", straight_dir], tmp_path)
+    straight_dir = straight_unet_run()[0]
     resumed_unet = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
     straight_unet = load_file(straight_dir / "unet" / "diffusion_pytorch_model.safetensors")
     for key, value in straight_unet.items():
@@ -231,20 +280,65 @@ def test_train_unet_fine_tunes_a_pipeline_with_accumulation(tmp_path, weights_di
 # ---------------------------------------------------------------------------------------------------
 # train_daclip.py through accelerate launch
 # ---------------------------------------------------------------------------------------------------
-def test_train_daclip_trains_the_controller_only(tmp_path, tiny_daclip_args, tiny_daclip):
-    from daclip import DACLIPModel
+@pytest.fixture(scope="module")
+def daclip_runs(tmp_path_factory, tiny_daclip_args, tiny_daclip, parity_dir, scripts_on_path):
+    """The two train_daclip.py runs below, started at once in the background (one thread each: together they use
+    both cores of a 2-core CI machine). {name: a function that waits for the run and returns its output_dir}."""
+    import PIL.Image
 
-    output_dir = tmp_path / "daclip-run"
-    launch(
+    from daclip.data import degrade, write_caption_csv
+
+    controller = tmp_path_factory.mktemp("daclip-controller")
+    runs = {"controller": (controller / "daclip-run", start_launch(
         "train_daclip.py",
         [
             *tiny_daclip_args, "--clean_images", "skimage", "--degradations", "noisy", "hazy", "low-light",
             "--resolution", 48, "--train_batch_size", 3, "--max_train_steps", 3, "--learning_rate", 1e-3,
             "--lr_warmup_steps", 0, "--checkpointing_steps", 2, "--validation_steps", 3, "--num_validation_images", 3,
-            "--output_dir", output_dir,
+            "--output_dir", controller / "daclip-run",
         ],
-        tmp_path,
-    )
+        controller,
+    ))}
+
+    captions = tmp_path_factory.mktemp("daclip-captions")
+    clip_weights = captions / "clip.pt"
+    torch.save(tiny_daclip.clip.state_dict(), clip_weights)
+    rows = []
+    for index, crop in enumerate(_photo_crops(48, 4)):
+        for label in ("noisy", "hazy"):
+            path = captions / f"{index}_{label}.png"
+            lq = degrade(crop, label, np.random.default_rng(index))
+            PIL.Image.fromarray((lq * 255).round().astype(np.uint8)).save(path)
+            rows.append((path.name, f"a photo number {index}", label))
+    csv_path = write_caption_csv(captions / "train.csv", rows)
+    runs["captions"] = (captions / "new-daclip", start_launch(
+        "train_daclip.py",
+        [
+            "--clip_config", parity_dir / "daclip_tiny.json", "--clip_pretrained", clip_weights, "--train_csv", csv_path,
+            "--train_batch_size", 2, "--gradient_accumulation_steps", 2, "--max_train_steps", 2, "--learning_rate", 1e-3,
+            "--lr_warmup_steps", 0, "--use_ema", "--ema_decay", 0.5, "--checkpointing_steps", 100,
+            "--num_validation_images", 2, "--validation_steps", 2, "--output_dir", captions / "new-daclip",
+        ],
+        captions,
+    ))
+    waited = set()
+
+    def wait(name):
+        output_dir, finish = runs[name]
+        waited.add(name)
+        finish()
+        return output_dir
+
+    yield wait
+    for name in runs.keys() - waited:  # a test that failed before waiting: do not leave its run behind
+        with contextlib.suppress(AssertionError):
+            runs[name][1]()
+
+
+def test_train_daclip_trains_the_controller_only(tmp_path, daclip_runs, tiny_daclip_args, tiny_daclip):
+    from daclip import DACLIPModel
+
+    output_dir = daclip_runs("controller")
     assert checkpoint_names(output_dir) == ["checkpoint-2"]
     assert (output_dir / "checkpoint-2" / "daclip" / "config.json").is_file()
     metrics = read_metrics(output_dir)
@@ -287,35 +381,11 @@ def test_train_daclip_trains_the_controller_only(tmp_path, tiny_daclip_args, tin
         sys.path.remove(str(SCRIPTS))
 
 
-def test_train_daclip_new_model_on_captions(tmp_path, tiny_daclip, parity_dir, scripts_on_path):
+def test_train_daclip_new_model_on_captions(daclip_runs, tiny_daclip):
     """--clip_config + --clip_pretrained (a new DA-CLIP), the authors' caption CSV, EMA, accumulation."""
-    import PIL.Image
-
     from daclip import DACLIPModel
-    from daclip.data import degrade, write_caption_csv
 
-    clip_weights = tmp_path / "clip.pt"
-    torch.save(tiny_daclip.clip.state_dict(), clip_weights)
-    rows = []
-    for index, crop in enumerate(_photo_crops(48, 4)):
-        for label in ("noisy", "hazy"):
-            path = tmp_path / f"{index}_{label}.png"
-            lq = degrade(crop, label, np.random.default_rng(index))
-            PIL.Image.fromarray((lq * 255).round().astype(np.uint8)).save(path)
-            rows.append((path.name, f"a photo number {index}", label))
-    csv_path = write_caption_csv(tmp_path / "train.csv", rows)
-
-    output_dir = tmp_path / "new-daclip"
-    launch(
-        "train_daclip.py",
-        [
-            "--clip_config", parity_dir / "daclip_tiny.json", "--clip_pretrained", clip_weights, "--train_csv", csv_path,
-            "--train_batch_size", 2, "--gradient_accumulation_steps", 2, "--max_train_steps", 2, "--learning_rate", 1e-3,
-            "--lr_warmup_steps", 0, "--use_ema", "--ema_decay", 0.5, "--checkpointing_steps", 100,
-            "--num_validation_images", 2, "--validation_steps", 2, "--output_dir", output_dir,
-        ],
-        tmp_path,
-    )
+    output_dir = daclip_runs("captions")
     metrics = read_metrics(output_dir)
     losses = [m for m in metrics if "train_loss" in m]
     assert [m["step"] for m in losses] == [1, 2]
@@ -662,32 +732,24 @@ def test_a_resume_drops_the_steps_the_interrupted_run_logged_after_its_checkpoin
     assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3, 4]
 
 
-def test_train_unet_resume_with_other_settings_is_refused_and_listed(tmp_path, tiny_daclip_args, scripts_on_path, capsys):
-    """A 2-step run with EMA and validation; resuming it without them (or with another objective or seed) would
+def test_train_unet_resume_with_other_settings_is_refused_and_listed(straight_unet_run, scripts_on_path, capsys):
+    """A 6-step run with EMA and validation; resuming it without them (or with another objective or seed) would
     corrupt it: refused, listing every difference. A harmless difference is allowed."""
-    unet_config = tmp_path / "unet.json"
-    unet_config.write_text(json.dumps(TINY_UNET_CONFIG))
-    output_dir = tmp_path / "run"
-    data = [*tiny_daclip_args, "--unet_config", unet_config, "--clean_images", "skimage", "--skimage_photos", "camera",
-            "coins", "moon", "--degradations", "noisy", "hazy", "--resolution", 32, "--train_batch_size", 2,
-            "--checkpointing_steps", 2, "--output_dir", output_dir]
-    run = ["--use_ema", "--objective", "x0", "--validation_steps", 2, "--num_validation_images", 2,
-           "--validation_inference_steps", 1]
-    launch("train_unet.py", data + run + ["--max_train_steps", 2], tmp_path)
+    output_dir, data = straight_unet_run()
     recorded = json.loads((output_dir / "logs" / "config.json").read_text())
-    assert recorded["use_ema"] is True and recorded["objective"] == "x0" and recorded["num_validation_images"] == 2
+    assert recorded["use_ema"] is True and recorded["objective"] == "matching" and recorded["num_validation_images"] == 2
 
     import train_unet
 
-    resume = [str(value) for value in data + ["--max_train_steps", 4, "--resume_from_checkpoint", "latest"]]
-    message = _exit_message(capsys, lambda: train_unet.main(resume + ["--learning_rate", "1e-3"]))
-    for difference in ("--use_ema: the run used True, now False", "--objective: the run used 'x0', now 'matching'",
+    resume = [str(value) for value in data + ["--max_train_steps", 8, "--resume_from_checkpoint", "latest", "--output_dir", output_dir]]
+    message = _exit_message(capsys, lambda: train_unet.main(resume + ["--objective", "x0", "--learning_rate", "1e-3"]))
+    for difference in ("--use_ema: the run used True, now False", "--objective: the run used 'matching', now 'x0'",
                        "--num_validation_images: the run used 2, now 0", "--learning_rate"):
         assert difference in message, message
     assert "would corrupt the run" in message and "validation images would become training data" in message
-    message = _exit_message(capsys, lambda: train_unet.main(resume + list(map(str, run)) + ["--seed", "1"]))
+    message = _exit_message(capsys, lambda: train_unet.main(resume + UNET_RUN_OPTIONS + ["--seed", "1"]))
     assert "--seed: the run used 0, now 1" in message and "--learning_rate" not in message
-    assert [m["step"] for m in read_metrics(output_dir) if "train_loss" in m] == [1, 2]  # nothing trained
+    assert [m["step"] for m in read_metrics(output_dir) if "train_loss" in m] == [1, 2, 3, 4, 5, 6]  # nothing trained
 
 
 def test_the_recipe_travels_with_the_model(tmp_path, scripts_on_path, caplog, accelerate_state):
