@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the bundled demo model (assets/demo-model) from scratch with the project's own training scripts.
 #
-#   bash scripts/demo/train_demo_model.sh [WORK_DIR]      # ~4 hours on 2 CPU cores (as README says)
+#   bash scripts/demo/train_demo_model.sh [WORK_DIR]      # ~5.5 hours on 2 CPU cores (as README says)
 #
 # What it trains: a small DA-CLIP (random, frozen CLIP; only the controller learns) and a small UNet, on
 # synthetic degradations (daclip.data.degradations) of scikit-image's bundled photos. "coffee" and "rocket" are
@@ -94,7 +94,8 @@ PARAMS='{"noisy": {"sigma_range": [5, 50]}, "low-light": {"gamma_range": [1.0, 3
 BROAD_DATA=(--clean_images_dir "$WORK/clean" --degradations "${LABELS6[@]}" --degradation_params "$PARAMS" --seed 0
     --augment_clean_images)
 
-# 7. The DA-CLIP of stage 4, continued on the broad data: it learns the sixth label (600 steps, ~30 min).
+# 7. The DA-CLIP of stage 4, continued on the broad data: it learns the sixth label (600 steps, ~40 min). (The
+#    bundled one started from assets/demo-model/daclip, stage 4's weights with the calibrated config.)
 [ -f "$WORK/daclip-6/config.json" ] || "${LAUNCH[@]}" "$REPO/scripts/train_daclip.py" \
     --daclip_model "$WORK/daclip-16" "${BROAD_DATA[@]}" \
     --resolution 256 --train_batch_size 32 --learning_rate 4e-4 --lr_warmup_steps 50 --lr_scheduler cosine \
@@ -102,11 +103,12 @@ BROAD_DATA=(--clean_images_dir "$WORK/clean" --degradations "${LABELS6[@]}" --de
     --validation_steps 300 --output_dir "$WORK/daclip-6" --resume_from_checkpoint latest
 
 # 8. The UNet of stage 5, fine-tuned against it on the broad data with clean pairs, on larger crops (96 px: more
-#    of a sky in view than 64 px).
+#    of a sky in view than 64 px); ~55 min. (The bundled weights ran steps 0-400 with the cosine aimed at 1,400 and
+#    were then resumed aimed at 1,200 to fit the session: learning rate 2.6e-4 -> 2.4e-4 at step 400.)
 [ -f "$WORK/unet-6/model_index.json" ] || "${LAUNCH[@]}" "$REPO/scripts/train_unet.py" \
     --daclip_model "$WORK/daclip-6" --unet_checkpoint "$WORK/unet-16/unet" "${BROAD_DATA[@]}" --clean_pairs \
     --prediction_type sample --objective x0 --resolution 96 --train_batch_size 6 --learning_rate 3e-4 \
-    --lr_warmup_steps 100 --lr_scheduler cosine --max_train_steps UNET_STEPS --use_ema \
+    --lr_warmup_steps 100 --lr_scheduler cosine --max_train_steps 1200 --use_ema \
     --checkpointing_steps 250 --checkpoints_total_limit 2 --output_dir "$WORK/unet-6" --resume_from_checkpoint latest
 
 # 9. The bundled model: the pipeline of stage 8, as train_unet.py wrote it (with the DA-CLIP of stage 7), sampling with
