@@ -2,8 +2,8 @@
 and detects on a fresh machine with no download.
 
 It is a whole `DACLIPPipeline` (a small DA-CLIP and a small restoration UNet) trained with this project's own
-scripts on synthetic degradations (hazy, low-light, noisy, rainy, snowy) of a few of scikit-image's photos, as
-`scripts/demo/train_demo_model.sh` does. `daclip restore` and `daclip detect` use it when no model is given, and
+scripts on synthetic degradations (hazy, low-light, noisy, rainy, snowy, jpeg-compressed) of scikit-image's photos
+and dead-leaves images, as `scripts/demo/train_demo_model.sh` does. `daclip restore` and `daclip detect` use it when no model is given, and
 the ComfyUI loaders list it as `demo-model/`.
 """
 from pathlib import Path
