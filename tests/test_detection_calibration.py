@@ -16,29 +16,42 @@ def demo_daclip():
 def test_the_scale_changes_confidence_never_the_answer(demo_daclip):
     embeds = torch.randn(6, demo_daclip.config.embed_dim, generator=torch.Generator().manual_seed(0))
     calibrated = demo_daclip.classify_degradation_embeds(embeds)
+    fitted = demo_daclip.config.degradation_logit_scale
+    assert fitted is not None and 0 < fitted < 100
     demo_daclip.register_to_config(degradation_logit_scale=None)   # the authors' literal 100
     try:
         authors = demo_daclip.classify_degradation_embeds(embeds)
         logits_100 = demo_daclip.degradation_logits(embeds)
     finally:
-        demo_daclip.register_to_config(degradation_logit_scale=7.159)
+        demo_daclip.register_to_config(degradation_logit_scale=fitted)
     logits_fitted = demo_daclip.degradation_logits(embeds)
     assert [p.label for p in calibrated] == [p.label for p in authors]
-    torch.testing.assert_close(logits_fitted, logits_100 * (7.159 / 100.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits_fitted, logits_100 * (fitted / 100.0), rtol=1e-5, atol=1e-5)
     assert max(p.probability for p in calibrated) < max(p.probability for p in authors)
 
 
 def test_the_demo_detection_is_no_longer_certain_of_everything(demo_daclip):
-    """With the authors' 100 every demo answer read 1.000, the wrong ones too; the fitted scale (7.16,
-    scripts/demo/calibrate_detection.py) leaves held-out answers between chance and certainty."""
+    """With the authors' 100 every demo answer read 1.000, the wrong ones too; the fitted scale (31.4,
+    scripts/demo/calibrate_detection.py) keeps held-out answers above chance, and below certainty where the
+    embedding is less clear (the answers themselves do not change)."""
     from skimage import data
     from daclip.data import degrade
 
     clean = data.coffee()[40:296, 60:316].astype(np.float32) / 255
     images = [np.round(np.clip(degrade(clean, label, rng=np.random.default_rng(i)), 0, 1) * 255).astype(np.uint8)
               for i, label in enumerate(demo_daclip.config.degradations)]
-    probabilities = [p.probability for p in demo_daclip.detect_degradation(images)]
-    assert all(1 / len(images) < p < 0.995 for p in probabilities), probabilities
+    calibrated = demo_daclip.detect_degradation(images)
+    fitted = demo_daclip.config.degradation_logit_scale
+    demo_daclip.register_to_config(degradation_logit_scale=None)
+    try:
+        authors = demo_daclip.detect_degradation(images)
+    finally:
+        demo_daclip.register_to_config(degradation_logit_scale=fitted)
+    assert [p.label for p in calibrated] == [p.label for p in authors]
+    assert all(p.probability > 0.9999 for p in authors), [p.probability for p in authors]
+    probabilities = [p.probability for p in calibrated]
+    assert all(1 / len(images) < p for p in probabilities), probabilities
+    assert sum(p < 0.99 for p in probabilities) >= 2, probabilities
 
 
 def test_the_scale_must_be_positive():
