@@ -37,7 +37,7 @@ def main(argv=None) -> int:
             pair = Image.new("RGB", (2 * args.tile, height + 18), "white")
             pair.paste(before.convert("RGB").resize((args.tile, height)), (0, 18))
             pair.paste(after.convert("RGB").resize((args.tile, height)), (args.tile, 18))
-            ImageDraw.Draw(pair).text((4, 3), f"{example.name}  →  restored (detected: {detected})", fill="black")
+            ImageDraw.Draw(pair).text((4, 3), f"{example.name}  ->  restored (detected: {detected})", fill="black")
             rows.append(pair)
     columns = 2
     width = columns * rows[0].width
