@@ -13,12 +13,12 @@ import pytest
 
 from daclip.cli import main, save_atomically
 
-# The first image is small and the second much larger, so that the second is still being sampled when the first
+# The first image is small and the second larger (9× its pixels), so that the second is still being sampled when the first
 # file appears and SIGINT lands mid-sampling even on a fast, idle machine; few steps enough to keep the test short.
 # The third is never reached before the signal: small again (of its own size, so a mix-up shows), since the
 # uninterrupted run and the rerun both sample it.
 STEPS = "60"
-SIZES = [(32, 40), (160, 192), (36, 44)]  # (height, width)
+SIZES = [(32, 40), (96, 120), (36, 44)]  # (height, width)
 
 
 def _restore_args(inputs, out, tiny_model_args):
