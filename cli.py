@@ -344,8 +344,12 @@ def _no_model_given(args) -> bool:
 
 
 def _say_demo(path) -> None:
-    print(f"daclip: no model given: using the demo model in {path} (small, trained on synthetic hazy, low-light, "
-          "noisy, rainy and snowy images; see README). For real photos use the authors' weights: "
+    from .demo import demo_daclip_path
+
+    # the labels come from the bundled DA-CLIP's own config, so the message follows a retrained demo model
+    labels = json.loads((demo_daclip_path() / "config.json").read_text())["degradations"]
+    print(f"daclip: no model given: using the demo model in {path} (small, trained on synthetic "
+          f"{', '.join(labels)} images; see README). For real photos use the authors' weights: "
           "--daclip daclip_ViT-B-32.pt --unet universal-ir.pth", file=sys.stderr)
 
 
