@@ -113,9 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_clean_image_arguments(parser, resolution=256)
     parser.add_argument(
         "--clean_pairs",
-        action="store_true",
-        help="with clean images: add clean → clean pairs (one more share of the data, like one more label), so the "
-        "UNet learns to leave what is not degraded alone",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="SHARES",
+        help="with clean images: add clean → clean pairs, so the UNet learns to leave what is not degraded alone. "
+        "They take SHARES shares of the data (default 1) where each label takes one: `--clean_pairs 2` with six labels "
+        "makes a quarter of the pairs clean",
     )
 
     tu.add_training_arguments(
@@ -154,6 +159,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     sources = [bool(args.train_data_dir), bool(args.clean_images_dir or args.clean_images)]
     if sum(sources) != 1:
         parser.error("give one data source: --train_data_dir, --clean_images_dir or --clean_images skimage")
+    if args.clean_pairs < 0:
+        parser.error(f"--clean_pairs takes a number of shares (0 or more), not {args.clean_pairs}")
     if args.train_data_dir and (args.clean_pairs or args.degradation_params):
         parser.error("--clean_pairs and --degradation_params go with clean images (--clean_images_dir / --clean_images)")
     return args
@@ -284,7 +291,7 @@ def build_datasets(args, clip_size: int):
     else:
         images = tu.clean_image_source(args)
         labels = list(args.degradations or SYNTHESISABLE)
-        item_kinds = labels + [CLEAN_LABEL] if args.clean_pairs else labels  # "clean": a share, not a DA-CLIP label
+        item_kinds = labels + [CLEAN_LABEL] * args.clean_pairs  # "clean": shares of the data, not a DA-CLIP label
 
         def synthetic(crop_size, flip, seed):
             return SyntheticDegradationDataset(

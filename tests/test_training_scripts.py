@@ -861,3 +861,24 @@ def test_help_shows_every_option_with_text_and_defaults(script, scripts_on_path,
     assert all(action.help for action in parser._actions), [a.dest for a in parser._actions if not a.help]
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", text))
     assert named <= accepted, named - accepted
+
+
+def test_clean_pairs_take_the_shares_asked_for(tmp_path, scripts_on_path, capsys):
+    import train_unet
+
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    for index in range(3):
+        PIL.Image.fromarray(np.full((40, 40, 3), 60 * index, np.uint8)).save(folder / f"{index}.png")
+    base = ["--daclip_model", "unused", "--unet_config", "unused", "--clean_images_dir", str(folder), "--resolution",
+            "32", "--num_validation_images", "0", "--degradations", "hazy", "noisy", "--output_dir", str(tmp_path / "o")]
+    for extra, clean_share in (([], 0), (["--clean_pairs"], 1 / 3), (["--clean_pairs", "2"], 2 / 4)):
+        train_set, _, labels = train_unet.build_datasets(train_unet.parse_args(base + extra), 32)
+        kinds = [train_set[index]["degradation"] for index in range(len(train_set))]
+        assert labels == ["hazy", "noisy"]  # "clean" is a share of the data, not a label the UNet is told about
+        assert kinds.count("clean") == pytest.approx(clean_share * len(kinds))
+        assert all(bool((item := train_set[index])["lq"].equal(item["gt"])) == (kinds[index] == "clean")
+                   for index in range(len(train_set)))
+    with pytest.raises(SystemExit):
+        train_unet.parse_args(base + ["--clean_pairs", "-1"])
+    assert "number of shares" in capsys.readouterr().err
