@@ -365,6 +365,7 @@ class SyntheticDegradationDataset(_SeededItems, Dataset):
             in-memory images (PIL, or numpy uint8 / float in [0, 1]).
         degradations: labels to synthesise, default all of `SYNTHESISABLE`; `CLEAN_LABEL` ("clean") among them
             gives clean → clean pairs (`lq` is `gt`), so that a restorer learns to leave undegraded images alone.
+            A label listed twice is drawn twice as often.
         crop_size: side of the random square crop (smaller images are reflect-padded); None = whole images.
         seed: base seed (default 0); None draws from torch's RNG (not reproducible).
         flip, rotate, clip_preprocess: as in `PairedDegradationDataset`.

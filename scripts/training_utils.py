@@ -207,7 +207,7 @@ def add_clean_image_arguments(parser: argparse.ArgumentParser, resolution: int) 
         nargs="+",
         default=None,
         help="labels to train on; default: every synthesisable label for clean images, every <degradation> sub-folder "
-        "for paired data",
+        "for paired data. With clean images a label listed twice is drawn twice as often",
     )
     group.add_argument(
         "--degradation_params",
