@@ -8,6 +8,18 @@ import numpy as np
 import PIL.Image
 import pytest
 
+# The suite runs on pytest-xdist workers, one per logical CPU (pyproject's addopts). Each worker gets its share of
+# the CPUs as torch threads, and so do the processes it starts (OMP_NUM_THREADS, unless already set): on CI's
+# 2 cores, two workers of one thread each. The fixtures' models are tiny, and a second thread makes them slower, not
+# faster: idle OpenMP threads spin (the tiny parity pipeline ran 100 steps in 87 s on two threads, 7 s on one).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    import torch
+
+    _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _WORKER_THREADS = max(1, _CPUS // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_WORKER_THREADS))
+    torch.set_num_threads(_WORKER_THREADS)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # CI lays the project's shared folder beside the checkout; DACLIP_SHARED overrides.
 SHARED = Path(os.environ.get("DACLIP_SHARED", REPO_ROOT.parent / "shared"))
