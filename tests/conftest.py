@@ -10,8 +10,8 @@ import pytest
 
 # The suite runs on pytest-xdist workers, one per logical CPU (pyproject's addopts). Each worker gets its share of
 # the CPUs as torch threads, and so do the processes it starts (OMP_NUM_THREADS, unless already set): on CI's
-# 2 cores, two workers of one thread each. The fixtures' models are tiny, and a second thread makes them slower, not
-# faster: idle OpenMP threads spin (the tiny parity pipeline ran 100 steps in 87 s on two threads, 7 s on one).
+# 2 cores, two workers of one thread each. The fixtures' models are tiny: a second thread per worker would only
+# compete with the other worker, and idle OpenMP threads can spin on a shared CPU.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     import torch
 
