@@ -74,12 +74,17 @@ def test_demo_detects_held_out_degradations(demo_pipeline):
     assert sum(d == t for t, d in pairs) >= 11, pairs
 
 
+def guard_crop() -> np.ndarray:
+    """The quality guards' crop: 128 × 128 of coffee (held out of training), float32 HWC in [0, 1]."""
+    from skimage import data
+
+    return data.coffee()[150:278, 250:378].astype(np.float32) / 255
+
+
 @pytest.mark.parametrize("label", GUARDED_LABELS)
 def test_demo_restores_a_held_out_crop(demo_pipeline, label):
     """The quality guard: a degraded crop of a photo the model never saw gets clearly closer to the clean one."""
-    from skimage import data
-
-    clean = data.coffee()[150:278, 250:378].astype(np.float32) / 255
+    clean = guard_crop()
     index = list(demo_pipeline.daclip.config.degradations).index(label)
     degraded = np.clip(degrade(clean, label, rng=np.random.default_rng([0, index])), 0, 1).astype(np.float32)
     restored = demo_pipeline(degraded, num_inference_steps=GUARD_STEPS, generator=torch.Generator().manual_seed(0),
@@ -91,9 +96,7 @@ def test_demo_restores_a_held_out_crop(demo_pipeline, label):
 
 def test_demo_leaves_a_clean_crop_alone(demo_pipeline):
     """What is not degraded comes back close to untouched (issue 19): no colour shift, no "restoration"."""
-    from skimage import data
-
-    clean = data.coffee()[150:278, 250:378].astype(np.float32) / 255
+    clean = guard_crop()
     restored = demo_pipeline(clean, num_inference_steps=GUARD_STEPS, generator=torch.Generator().manual_seed(0),
                              output_type="np").images[0]
     value = float(psnr(torch.from_numpy(restored), torch.from_numpy(clean)))
