@@ -8,7 +8,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-# The suite runs on pytest-xdist workers, one per logical CPU (pyproject's addopts). Each worker gets its share of
+# The suite runs on pytest-xdist workers, one per logical CPU (tests/pytest.ini's addopts). Each worker gets its share of
 # the CPUs as torch threads, and so do the processes it starts (OMP_NUM_THREADS, unless already set): on CI's
 # 2 cores, two workers of one thread each. The fixtures' models are tiny: a second thread per worker would only
 # compete with the other worker, and idle OpenMP threads can spin on a shared CPU.
